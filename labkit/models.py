@@ -104,3 +104,143 @@ def _check_dims(**dims: int) -> None:
         minimum = 2 if name == "n_classes" else 1
         if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
             raise ValueError(f"{name} must be an int >= {minimum}, got {val!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Batched ensembles: k identical MLPs trained at once (shadow models, LiRA)
+# --------------------------------------------------------------------------------------------
+__all__ += ["BatchedMLP"]
+
+
+class BatchedMLP(nn.Module):
+    """``k`` independent MLPs with stacked parameters, evaluated with one batched matmul per layer.
+
+    Member ``i`` is the network ``in_features -> hidden... -> n_classes`` whose layer ``l`` has
+    weight ``weights[l][i]`` of shape ``(in, out)`` and bias ``biases[l][i]`` of shape ``(out,)``;
+    members share no parameter. This is what shadow-model attacks need: many identical small
+    models, each trained on its own data (Shokri et al. 2017; Carlini et al. 2022 train up to
+    256 shadows). On a CPU or GPU one ``baddbmm`` over ``k`` members is much faster than ``k``
+    small matmuls, because the per-call overhead is paid once.
+
+    Args:
+        k: number of members.
+        in_features: input dimension d.
+        n_classes: number of classes C.
+        hidden: widths of the hidden layers (as :class:`MLP`).
+        activation: ``"relu"`` or ``"tanh"``.
+        seed: seed or generator for the initialisation. Each member is initialised like
+            ``nn.Linear``: weights and biases uniform in ``(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+    Attributes:
+        weights: ``nn.ParameterList`` of tensors ``(k, in, out)``.
+        biases: ``nn.ParameterList`` of tensors ``(k, out)``.
+        k, input_shape, n_classes, hidden, activation.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        in_features: int,
+        n_classes: int,
+        *,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+        seed: int | torch.Generator | None = 0,
+    ) -> None:
+        super().__init__()
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        _check_dims(in_features=in_features, n_classes=n_classes)
+        hidden = tuple(int(h) for h in hidden)
+        if any(h < 1 for h in hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {hidden}")
+        from .utils import make_generator  # local import: models.py has no other labkit dependency
+
+        gen = make_generator(seed)
+        widths = (in_features, *hidden, n_classes)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / fan_in**0.5
+            w = (torch.rand(k, fan_in, fan_out, generator=gen) * 2 - 1) * bound  # (k, in, out)
+            b = (torch.rand(k, fan_out, generator=gen) * 2 - 1) * bound  # (k, out)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+        self.k = k
+        self.input_shape = (in_features,)
+        self.n_classes = n_classes
+        self.hidden = hidden
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member.
+
+        Args:
+            x: ``(k, B, d)`` (member i sees ``x[i]``) or ``(B, d)`` (every member sees the same batch).
+
+        Returns:
+            logits ``(k, B, C)``.
+        """
+        d = self.input_shape[0]
+        if x.dim() == 2 and x.shape[1] == d:
+            h = torch.matmul(x, self.weights[0]) + self.biases[0].unsqueeze(1)  # (k, B, h1)
+        elif x.dim() == 3 and x.shape[0] == self.k and x.shape[2] == d:
+            h = torch.baddbmm(self.biases[0].unsqueeze(1), x, self.weights[0])  # (k, B, h1)
+        else:
+            raise ValueError(f"x must have shape ({self.k}, B, {d}) or (B, {d}), got {tuple(x.shape)}")
+        act = torch.relu if self.activation == "relu" else torch.tanh
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = torch.baddbmm(b.unsqueeze(1), act(h), w)  # (k, B, out)
+        return h  # (k, B, C)
+
+    def member(self, i: int) -> MLP:
+        """Member ``i`` as a stand-alone :class:`MLP` with a copy of its weights (same device)."""
+        if not isinstance(i, int) or not -self.k <= i < self.k:
+            raise ValueError(f"member index must be an int in [0, {self.k - 1}], got {i!r}")
+        model = MLP(self.input_shape[0], self.n_classes, hidden=self.hidden, activation=self.activation)
+        model.to(self.weights[0].device)
+        linears = [m for m in model.net if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for lin, w, b in zip(linears, self.weights, self.biases):
+                lin.weight.copy_(w[i].T)  # nn.Linear stores (out, in)
+                lin.bias.copy_(b[i])
+        model.train(self.training)
+        return model
+
+    @classmethod
+    def from_models(cls, models: Sequence[MLP]) -> "BatchedMLP":
+        """Stack identical :class:`MLP` s (same widths and activation, no dropout) into one ensemble."""
+        models = list(models)
+        if not models:
+            raise ValueError("from_models needs a non-empty list of MLPs, got an empty list")
+        specs = [_mlp_spec(m) for m in models]
+        if any(s != specs[0] for s in specs):
+            raise ValueError(f"all models must have the same architecture, got {sorted(set(specs))}")
+        in_features, hidden, n_classes, activation = specs[0]
+        out = cls(len(models), in_features, n_classes, hidden=hidden, activation=activation, seed=0)
+        out.to(next(models[0].parameters()).device)
+        with torch.no_grad():
+            for i, m in enumerate(models):
+                linears = [mod for mod in m.net if isinstance(mod, nn.Linear)]
+                for lin, w, b in zip(linears, out.weights, out.biases):
+                    w[i].copy_(lin.weight.T)
+                    b[i].copy_(lin.bias)
+        return out
+
+    def extra_repr(self) -> str:
+        widths = " -> ".join(str(w) for w in (self.input_shape[0], *self.hidden, self.n_classes))
+        return f"k={self.k}, {widths}, activation={self.activation}"
+
+
+def _mlp_spec(m: nn.Module) -> tuple:
+    """(in_features, hidden, n_classes, activation) of an MLP; ValueError for anything else."""
+    if not isinstance(m, MLP):
+        raise ValueError(f"from_models expects labkit.models.MLP instances, got {type(m).__name__}")
+    if any(isinstance(mod, nn.Dropout) for mod in m.net):
+        raise ValueError("from_models does not support MLPs with dropout")
+    linears = [mod for mod in m.net if isinstance(mod, nn.Linear)]
+    activation = "tanh" if any(isinstance(mod, nn.Tanh) for mod in m.net) else "relu"
+    hidden = tuple(lin.out_features for lin in linears[:-1])
+    return (linears[0].in_features, hidden, linears[-1].out_features, activation)
