@@ -16,6 +16,8 @@ c.CourseDirectory.release_directory = "labs"
 c.CourseDirectory.submitted_directory = os.path.join("grading", "submitted")
 c.CourseDirectory.autograded_directory = os.path.join("grading", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("grading", "feedback")
+# grading/ is git-ignored: create it so that the gradebook can be opened in a fresh clone.
+os.makedirs(os.path.join(HERE, "grading"), exist_ok=True)
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, "grading", "gradebook.db")
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
 

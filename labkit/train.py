@@ -130,3 +130,162 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     x = as_features(x, name="x")
     y = as_labels(y, name="y", n=x.shape[0])
     return float((predict(model, x).cpu() == y.cpu()).float().mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Batched training of k identical models (labkit.models.BatchedMLP)
+# --------------------------------------------------------------------------------------------
+__all__ += ["BatchedFitResult", "fit_batched", "predict_proba_batched"]
+
+
+@dataclass
+class BatchedFitResult:
+    """What :func:`fit_batched` reports, per member.
+
+    Attributes:
+        losses: float64 tensor ``(epochs, k)``: mean training loss of each member in each epoch.
+        train_accuracy: float64 tensor ``(k,)``: each member's accuracy on its own training
+            data after the last epoch.
+    """
+
+    losses: torch.Tensor
+    train_accuracy: torch.Tensor
+
+
+def fit_batched(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int | torch.Generator | None = 0,
+    shuffle: bool = True,
+    desc: str = "training ensemble",
+) -> BatchedFitResult:
+    """Train the ``k`` members of a batched ensemble at once, each on its own data, with Adam.
+
+    Every step runs one batched forward and backward pass over all members. The loss is the
+    SUM over members of each member's mean cross-entropy on its batch, so member ``i``'s
+    gradient is exactly the gradient of its own loss; Adam (with L2 ``weight_decay``) acts
+    elementwise, so one Adam over the stacked parameters makes exactly the updates that ``k``
+    separate Adams would make. Member ``i`` therefore behaves like
+    ``fit(model.member(i), x[i], y[i], ...)`` run on the same batches (up to float rounding).
+
+    Shuffling: at every epoch member ``i`` visits its records in the order
+    ``perm[i] = argsort(u[i])`` where ``u = torch.rand(k, n, generator=gen)`` and
+    ``gen = make_generator(seed)``; the data are gathered once per epoch in that order and the
+    batches are contiguous slices ``[s, s + batch_size)`` of it (the last one may be smaller).
+
+    Args:
+        model: a :class:`labkit.models.BatchedMLP` (anything mapping ``(k, B, d)`` to ``(k, B, C)``
+            with attributes ``k`` and ``n_classes``).
+        x: float inputs ``(k, n, d)``, member ``i`` trains on ``x[i]``; or ``(n, d)``, shared by all.
+        y: int64 labels ``(k, n)``, or ``(n,)`` when shared.
+        epochs, batch_size, lr: the usual (Adam, betas (0.9, 0.999), eps 1e-8).
+        weight_decay: L2 penalty coefficient, applied by Adam as in :func:`fit`.
+        seed: seed or generator for the shuffling.
+        shuffle: False keeps the given order (every epoch the same batches).
+        desc: label of the progress bar.
+
+    Returns:
+        :class:`BatchedFitResult`.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    k, n_classes = _ensemble_k(model), getattr(model, "n_classes", None)
+    x, y = _batched_data(x, y, k=k, n_classes=n_classes)
+    device = device_of(model)
+    x, y = x.to(device), y.to(device)
+    n = x.shape[1]
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Adam is elementwise: stacking k members' parameters changes nothing but the speed.
+    # The fused kernel (one pass per tensor) is the fastest path on CPU and CUDA alike.
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **_fast_adam_kwargs(device))
+    gen = make_generator(seed)
+    members = torch.arange(k, device=device)[:, None]  # (k, 1)
+    losses = torch.zeros(epochs, k, dtype=torch.float64, device=device)
+    model.train()
+    for epoch in progress(range(epochs), desc=desc):
+        if shuffle:
+            perm = torch.rand(k, n, generator=gen).argsort(dim=1).to(device)  # (k, n)
+            xe, ye = x[members, perm], y[members, perm]  # one gather per epoch: (k, n, d), (k, n)
+        else:
+            xe, ye = x, y
+        total = losses[epoch]
+        for start in range(0, n, batch_size):
+            xb, yb = xe[:, start : start + batch_size], ye[:, start : start + batch_size]  # views
+            logits = model(xb)  # (k, B, C)
+            per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")  # (k*B,)
+            per_member = per_example.view(k, -1).mean(dim=1)  # (k,)
+            opt.zero_grad(set_to_none=True)
+            per_member.sum().backward()
+            opt.step()
+            total += per_member.detach() * xb.shape[1]  # stays on the device: no sync per step
+        total /= n
+    model.eval()
+    pred = predict_proba_batched(model, x).argmax(dim=2)  # (k, n)
+    acc = (pred == y).double().mean(dim=1)
+    return BatchedFitResult(losses=losses.cpu(), train_accuracy=acc.cpu())
+
+
+@torch.no_grad()
+def predict_proba_batched(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
+    """Softmax probabilities of every member of a batched ensemble, on ``x``'s device.
+
+    Args:
+        model: a :class:`labkit.models.BatchedMLP`.
+        x: float ``(m, d)`` (every member sees the same inputs) or ``(k, m, d)`` (member i sees ``x[i]``).
+
+    Returns:
+        float32 tensor ``(k, m, C)``; softmax computed in float64 for accuracy near 0 and 1.
+    """
+    k = _ensemble_k(model)
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if x.dim() not in (2, 3) or (x.dim() == 3 and x.shape[0] != k):
+        raise ValueError(f"x must have shape (m, d) or ({k}, m, d), got {tuple(x.shape)}")
+    x = x.float()
+    was_training = model.training
+    model.eval()
+    device = device_of(model)
+    m = x.shape[-2]
+    out = []
+    for i in range(0, m, batch_size):
+        xb = x[..., i : i + batch_size, :].to(device)
+        out.append(torch.softmax(model(xb).double(), dim=2).float().to(x.device))
+    model.train(was_training)
+    if not out:
+        return torch.empty(k, 0, getattr(model, "n_classes", 0), device=x.device)
+    return torch.cat(out, dim=1)
+
+
+def _ensemble_k(model: nn.Module) -> int:
+    k = getattr(model, "k", None)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"model must be a batched ensemble with an int attribute k >= 1 (e.g. BatchedMLP), got {type(model).__name__}")
+    return k
+
+
+def _batched_data(x, y, *, k: int, n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check x (k, n, d) / y (k, n), or broadcast shared x (n, d) / y (n,) to all k members."""
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+    if x.dim() == 2:
+        x = as_features(x, name="x").unsqueeze(0).expand(k, -1, -1)
+        y = as_labels(y, name="y", n_classes=n_classes, n=x.shape[1]).unsqueeze(0).expand(k, -1)
+        return x, y
+    if x.dim() != 3 or x.shape[0] != k:
+        raise ValueError(f"x must have shape ({k}, n, d) or (n, d), got {tuple(x.shape)}")
+    if y.shape != x.shape[:2]:
+        raise ValueError(f"y must have shape {tuple(x.shape[:2])} (one label per record of each member), got {tuple(y.shape)}")
+    x = as_features(x.reshape(-1, x.shape[2]), name="x").view(x.shape)
+    y = as_labels(y.reshape(-1), name="y", n_classes=n_classes).view(y.shape)
+    return x, y
+
+
+def _fast_adam_kwargs(device: torch.device) -> dict:
+    """``fused=True`` where torch has a fused Adam for ``device`` (CPU and CUDA in torch >= 2.4)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
