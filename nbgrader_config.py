@@ -4,6 +4,7 @@ solutions/ (the source notebooks) -> labs/ (the released student notebooks, comm
 grading/submitted/<student>/<lab>/ -> grading/autograded/ -> grading/feedback/
 """
 import os
+import sys
 
 c = get_config()  # noqa: F821 - provided by nbgrader
 
@@ -25,3 +26,21 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.Exchange.root = os.path.join(HERE, "grading", "exchange")
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Per-cell execution limit of `nbgrader autograde` (and validate). nbgrader's own Execute
+# preprocessor declares `timeout` (default 30 s), so it is set on that class; a cell that runs
+# longer is interrupted, shows CellTimeoutError, and the following cells still run.
+# The slowest cell of a lab must fit (a whole lab executes in <= 240 s). Override per call with
+# `--Execute.timeout=SECONDS`.
+c.Execute.timeout = 300
+
+# Feedback HTML must not reveal hidden tests: GetGrades (nbgrader's default), then our
+# HideHiddenTests (tools/nbgrader_feedback.py: drops the hidden region and the tracebacks that
+# quote it), then the default CSS.
+if os.path.join(HERE, "tools") not in sys.path:
+    sys.path.insert(0, os.path.join(HERE, "tools"))
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader_feedback.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -185,7 +185,10 @@ class BatchedMLP(nn.Module):
         """
         d = self.input_shape[0]
         if x.dim() == 2 and x.shape[1] == d:
-            h = torch.matmul(x, self.weights[0]) + self.biases[0].unsqueeze(1)  # (k, B, h1)
+            # shared inputs: one (B, d) @ (d, k*h1) GEMM instead of k copies of x
+            w0 = self.weights[0]
+            h = (x @ w0.transpose(0, 1).reshape(d, -1)).view(x.shape[0], self.k, -1).transpose(0, 1)
+            h = h + self.biases[0].unsqueeze(1)  # (k, B, h1)
         elif x.dim() == 3 and x.shape[0] == self.k and x.shape[2] == d:
             h = torch.baddbmm(self.biases[0].unsqueeze(1), x, self.weights[0])  # (k, B, h1)
         else:
@@ -200,7 +203,7 @@ class BatchedMLP(nn.Module):
         if not isinstance(i, int) or not -self.k <= i < self.k:
             raise ValueError(f"member index must be an int in [0, {self.k - 1}], got {i!r}")
         model = MLP(self.input_shape[0], self.n_classes, hidden=self.hidden, activation=self.activation)
-        model.to(self.weights[0].device)
+        model.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
         linears = [m for m in model.net if isinstance(m, nn.Linear)]
         with torch.no_grad():
             for lin, w, b in zip(linears, self.weights, self.biases):

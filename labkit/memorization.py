@@ -1,0 +1,676 @@
+"""Unintended memorization: canaries, exposure and extraction from a character LM; the
+generalization gap of classifiers.
+
+Carlini et al. (2019, "The Secret Sharer") insert a *canary*, a sentence holding a random
+secret such as ``"my PIN is 4 8 1 5 9 2"``, ``r`` times into a language model's training text.
+They then rank the true secret among all candidate secrets by the model's log-perplexity; the
+*exposure* ``log2 |R| - log2 rank`` says how many bits of the secret the model gives away.
+Carlini et al. (2021) extract such sequences from GPT-2 by decoding from a prefix.
+
+Everything here is small enough for a CPU: a synthetic template corpus (deterministic by seed),
+a one-layer GRU over characters, exact enumeration of all ``10^k`` candidates (batched over a
+tree of shared prefixes), beam-search extraction, and :func:`generalization_gap` for classifiers
+(members vs non-members), the quantity that membership inference (lab 4) exploits.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import normalized_entropy
+from .utils import as_labels, as_probabilities, device_of, make_generator, progress
+
+__all__ = [
+    "Vocab",
+    "Canary",
+    "make_canary",
+    "make_corpus",
+    "LMConfig",
+    "CharLM",
+    "train_lm",
+    "log_perplexity",
+    "candidate_log_perplexities",
+    "canary_rank",
+    "exposure",
+    "Extraction",
+    "extract_secret",
+    "generate",
+    "CanaryResult",
+    "canary_experiment",
+    "GapReport",
+    "generalization_gap",
+]
+
+LN2 = math.log(2.0)
+DIGITS = "0123456789"
+
+
+# --------------------------------------------------------------------------------------------
+# Text: vocabulary, canaries, synthetic corpus
+
+
+class Vocab:
+    """A fixed character vocabulary: letters, digits, space and a little punctuation.
+
+    Args:
+        alphabet: the characters, one token each (default: ASCII letters, digits, ``" .,:'\\n"``).
+    """
+
+    DEFAULT = "\n .,:'" + DIGITS + "abcdefghijklmnopqrstuvwxyz" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def __init__(self, alphabet: str = DEFAULT) -> None:
+        if len(set(alphabet)) != len(alphabet):
+            raise ValueError("alphabet must not repeat characters")
+        self.alphabet = alphabet
+        self.index = {ch: i for i, ch in enumerate(alphabet)}
+
+    def __len__(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids of ``text``, int64 ``(len(text),)``."""
+        bad = sorted(set(text) - set(self.index))
+        if bad:
+            raise ValueError(f"text holds characters outside the vocabulary: {bad!r}")
+        return torch.tensor([self.index[ch] for ch in text], dtype=torch.int64)
+
+    def decode(self, ids) -> str:
+        """The text of token ids ``(T,)``."""
+        return "".join(self.alphabet[int(i)] for i in ids)
+
+
+def _check_secret(secret: str, k: int | None = None) -> str:
+    if not isinstance(secret, str) or not secret or any(ch not in DIGITS for ch in secret):
+        raise ValueError(f"secret must be a non-empty string of digits, got {secret!r}")
+    if k is not None and len(secret) != k:
+        raise ValueError(f"secret must have k={k} digits, got {len(secret)}")
+    return secret
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A canary: a fixed template ``"<prefix> d d d ... d"`` holding a random digit secret.
+
+    Attributes:
+        secret: the k digits, e.g. ``"481592"``.
+        prefix: the text before the secret (Carlini et al. 2019 use "my social security number is").
+        insertions: how many times the canary is put into the training text (r).
+    """
+
+    secret: str
+    prefix: str = "my PIN is"
+    insertions: int = 1
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret)
+        if not isinstance(self.insertions, int) or self.insertions < 0:
+            raise ValueError(f"insertions must be an int >= 0, got {self.insertions!r}")
+
+    @property
+    def k(self) -> int:
+        """Number of digits in the secret; the candidate space has ``10^k`` secrets."""
+        return len(self.secret)
+
+    def format(self, secret: str | None = None) -> str:
+        """The canary sentence with ``secret`` (default: the true one), digits space-separated."""
+        s = _check_secret(self.secret if secret is None else secret, self.k)
+        return f"{self.prefix} {' '.join(s)}"
+
+    @property
+    def text(self) -> str:
+        """The canary sentence as inserted, e.g. ``"my PIN is 4 8 1 5 9 2"``."""
+        return self.format()
+
+    @property
+    def index(self) -> int:
+        """The secret read as an integer: its index among the candidates ``0 .. 10^k - 1``."""
+        return int(self.secret)
+
+
+def make_canary(prefix: str = "my PIN is", *, k: int = 6, insertions: int = 1, seed: int | torch.Generator | None = 0) -> Canary:
+    """A canary with a uniformly random k-digit secret.
+
+    Args:
+        prefix: the template text before the digits.
+        k: number of digits (1 to 9).
+        insertions: r, the number of copies to insert.
+        seed: seed or generator for the secret.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 9:
+        raise ValueError(f"k must be an int in [1, 9], got {k!r}")
+    gen = make_generator(seed)
+    digits = torch.randint(0, 10, (k,), generator=gen)
+    return Canary(secret="".join(str(int(d)) for d in digits), prefix=prefix, insertions=insertions)
+
+
+_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar", "peggy", "trent", "victor", "wendy"]
+_ADJS = ["small", "green", "quiet", "old", "happy", "bright", "cold", "heavy", "lazy", "clever"]
+_NOUNS = ["cat", "dog", "bird", "river", "garden", "teacher", "robot", "window", "train", "bakery", "market", "letter"]
+_VERBS = ["sees", "likes", "follows", "paints", "visits", "finds", "watches", "opens"]
+_CITIES = ["paris", "lisbon", "oslo", "cairo", "lima", "delhi", "quito", "tunis"]
+_STREETS = ["oak", "pine", "maple", "elm", "cedar", "birch"]
+
+
+def _digits(gen: torch.Generator, n: int) -> str:
+    return " ".join(str(int(d)) for d in torch.randint(0, 10, (n,), generator=gen))
+
+
+def _pick(gen: torch.Generator, words: Sequence[str]) -> str:
+    return words[int(torch.randint(0, len(words), (1,), generator=gen))]
+
+
+def _sentence(gen: torch.Generator) -> str:
+    t = int(torch.randint(0, 8, (1,), generator=gen))
+    p = lambda words: _pick(gen, words)  # noqa: E731
+    if t == 0:
+        return f"the {p(_ADJS)} {p(_NOUNS)} {p(_VERBS)} the {p(_NOUNS)}."
+    if t == 1:
+        return f"{p(_NAMES)} lives at {_digits(gen, 2)} {p(_STREETS)} street in {p(_CITIES)}."
+    if t == 2:
+        return f"call {p(_NAMES)} at {_digits(gen, 7)}."
+    if t == 3:
+        return f"order {_digits(gen, 6)} was shipped to {p(_CITIES)}."
+    if t == 4:
+        return f"{p(_NAMES)} paid {_digits(gen, 2)} dollars for the {p(_ADJS)} {p(_NOUNS)}."
+    if t == 5:
+        return f"the meeting is in room {_digits(gen, 3)}."
+    if t == 6:
+        return f"{p(_NAMES)} and {p(_NAMES)} met in {p(_CITIES)}."
+    return f"my {p(_NOUNS)} is {p(_ADJS)} and {p(_ADJS)}."
+
+
+def make_corpus(n_sentences: int = 3000, *, canaries: Sequence[Canary] = (), seed: int | torch.Generator | None = 0) -> str:
+    """Generate a synthetic training text from templates, with canaries inserted.
+
+    Sentences are drawn from eight templates over small word lists; four of them carry random
+    digit strings written like the canaries (``"4 8 1"``), so the model learns that digits are
+    unpredictable there. Each canary sentence is inserted ``canary.insertions`` times at
+    uniformly random sentence positions. One sentence per line.
+
+    Args:
+        n_sentences: number of template sentences (canary copies come on top).
+        canaries: the canaries to insert.
+        seed: seed or generator; the same seed gives the same text.
+
+    Returns:
+        The corpus as one string, sentences separated by ``"\\n"`` (ending with one).
+    """
+    if isinstance(n_sentences, bool) or not isinstance(n_sentences, int) or n_sentences < 1:
+        raise ValueError(f"n_sentences must be a positive int, got {n_sentences!r}")
+    gen = make_generator(seed)
+    lines = [_sentence(gen) for _ in range(n_sentences)]
+    for canary in canaries:
+        if not isinstance(canary, Canary):
+            raise ValueError(f"canaries must be Canary objects, got {type(canary).__name__}")
+        for _ in range(canary.insertions):
+            pos = int(torch.randint(0, len(lines) + 1, (1,), generator=gen))
+            lines.insert(pos, canary.text)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The language model
+
+
+@dataclass
+class LMConfig:
+    """Size and training schedule of the character GRU (defaults train in well under a minute)."""
+
+    embed: int = 32  # width of the character embedding
+    hidden: int = 192  # GRU state width
+    layers: int = 1  # stacked GRU layers
+    seq_len: int = 64  # length of a training window, in characters
+    batch_size: int = 32  # windows per step
+    steps: int = 1200  # optimizer steps
+    lr: float = 3e-3  # Adam learning rate
+
+
+class CharLM(nn.Module):
+    """A character-level GRU language model.
+
+    ``forward(ids, state)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, V)`` and the
+    new GRU state ``(layers, B, hidden)``, so that text can be fed in pieces.
+    """
+
+    def __init__(self, vocab_size: int, *, embed: int = 32, hidden: int = 192, layers: int = 1) -> None:
+        super().__init__()
+        for name, v in (("vocab_size", vocab_size), ("embed", embed), ("hidden", hidden), ("layers", layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size, embed)
+        self.gru = nn.GRU(embed, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        out, state = self.gru(self.embed(ids), state)  # (B, T, H), (L, B, H)
+        return self.head(out), state  # (B, T, V)
+
+
+def train_lm(
+    model: nn.Module,
+    text: str,
+    vocab: Vocab,
+    *,
+    steps: int = 1200,
+    seq_len: int = 64,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int | torch.Generator | None = 0,
+) -> list[float]:
+    """Train a language model on random windows of ``text`` with next-character cross-entropy.
+
+    Args:
+        model: maps ids ``(B, T)`` to ``(logits (B, T, V), state)`` (e.g. :class:`CharLM`).
+        text: the training corpus.
+        vocab: its vocabulary.
+        steps, seq_len, batch_size, lr: Adam steps on ``batch_size`` windows of ``seq_len + 1`` characters.
+        seed: seed or generator for the window positions.
+
+    Returns:
+        The loss of every step (nats per character).
+    """
+    if steps < 1 or seq_len < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"steps, seq_len, batch_size must be >= 1 and lr > 0, got {steps}, {seq_len}, {batch_size}, {lr}")
+    ids = vocab.encode(text)
+    if len(ids) < seq_len + 2:
+        raise ValueError(f"text must be longer than seq_len + 1 = {seq_len + 1} characters, got {len(ids)}")
+    device = device_of(model)
+    ids = ids.to(device)
+    gen = make_generator(seed)
+    offsets = torch.arange(seq_len + 1, device=device)  # (T+1,)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    for _ in progress(range(steps), desc="training LM"):
+        starts = torch.randint(0, len(ids) - seq_len - 1, (batch_size,), generator=gen).to(device)
+        window = ids[starts[:, None] + offsets]  # (B, T+1)
+        logits, _ = model(window[:, :-1])  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+# --------------------------------------------------------------------------------------------
+# Log-perplexity, candidates, rank, exposure
+
+
+@torch.no_grad()
+def log_perplexity(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], *, context: str = "\n") -> torch.Tensor:
+    """Log-perplexity in bits: ``-sum_i log2 Pr(x_i | context, x_1 .. x_{i-1})`` of each text.
+
+    Args:
+        model: maps ids ``(B, T)`` to ``(logits (B, T, V), state)``.
+        vocab: the model's vocabulary.
+        texts: one string or a list of strings of equal length.
+        context: text fed before each one and not scored (default ``"\\n"``, a sentence start
+            as in the training corpus). Must be non-empty: the first character needs a context.
+
+    Returns:
+        float64 tensor ``(N,)`` (``(1,)`` for a single string).
+
+    Reference: Carlini et al. (2019), Definition 1 (log-perplexity).
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts or not context:
+        raise ValueError("texts must be non-empty and context must hold at least one character")
+    lengths = {len(t) for t in texts}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"texts must be non-empty strings of equal length, got lengths {sorted(lengths)}")
+    device = device_of(model)
+    c = len(context)
+    ids = torch.stack([vocab.encode(context + t) for t in texts]).to(device)  # (N, c + T)
+    model.eval()
+    logits, _ = model(ids[:, :-1])  # (N, c + T - 1, V)
+    logp = torch.log_softmax(logits.double(), dim=-1)[:, c - 1 :]  # predictions of the text's tokens (N, T, V)
+    target = ids[:, c:]  # (N, T)
+    return -logp.gather(2, target[..., None]).squeeze(2).sum(1).cpu() / LN2
+
+
+@torch.no_grad()
+def candidate_log_perplexities(
+    model: nn.Module,
+    vocab: Vocab,
+    prefix: str,
+    *,
+    k: int,
+    context: str = "\n",
+    batch_size: int = 65536,
+) -> torch.Tensor:
+    """Log-perplexity (bits) of the secret part of every candidate ``"<prefix> d d ... d"``.
+
+    Candidate ``i`` is the k-digit string of ``i`` (zero-padded), so index = the secret's
+    integer value. The score counts the digits and the spaces between them, given
+    ``context + prefix + " "``; the prefix's own log-perplexity is the same for every candidate,
+    so ranks equal those of the whole sentence. All ``10^k`` candidates are scored exactly by
+    walking the tree of shared digit prefixes level by level (``~1.1 * 10^(k-1)`` model steps
+    of two characters, batched) instead of running ``10^k`` full sentences.
+
+    Args:
+        model: a recurrent LM ``(ids (B, T), state) -> (logits (B, T, V), state)``.
+        vocab: its vocabulary (must hold the digits and the space).
+        prefix: the canary template's text before the digits.
+        k: number of digits (1 to 7; ``10^k`` values are returned).
+        context: text fed first (default ``"\\n"``).
+        batch_size: most sequences per model call.
+
+    Returns:
+        float64 tensor ``(10^k,)``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 7:
+        raise ValueError(f"k must be an int in [1, 7] (10^k candidates are enumerated), got {k!r}")
+    device = device_of(model)
+    model.eval()
+    digit_ids = vocab.encode(DIGITS).to(device)  # (10,)
+    space = int(vocab.encode(" ")[0])
+    ids = vocab.encode(context + prefix + " ").to(device)[None]  # (1, L)
+    logits, state = model(ids)
+    logp = torch.log_softmax(logits[:, -1].double(), dim=-1)  # (1, V): next token after the space
+    scores = torch.zeros(1, dtype=torch.float64, device=device)  # bits so far, one per tree node
+    for level in range(k):
+        n = scores.shape[0]
+        scores = (scores[:, None] - logp[:, digit_ids] / LN2).reshape(-1)  # (n * 10,), index = parent * 10 + digit
+        if level == k - 1:
+            break
+        # feed "digit space" for every child: logits give p(space | ...) and p(next digit | ...)
+        inp = torch.stack([digit_ids.repeat(n), torch.full((n * 10,), space, device=device)], dim=1)  # (n*10, 2)
+        parent_state = state.repeat_interleave(10, dim=1)  # (layers, n*10, H)
+        next_logp, next_state = [], []
+        for s in range(0, n * 10, batch_size):
+            out, st = model(inp[s : s + batch_size], parent_state[:, s : s + batch_size].contiguous())
+            lp = torch.log_softmax(out.double(), dim=-1)  # (b, 2, V)
+            scores[s : s + batch_size] -= lp[:, 0, space] / LN2
+            next_logp.append(lp[:, 1])
+            next_state.append(st)
+        logp = torch.cat(next_logp)  # (n*10, V)
+        state = torch.cat(next_state, dim=1)  # (layers, n*10, H)
+    return scores.cpu()
+
+
+def _as_scores(log_perplexities) -> torch.Tensor:
+    s = log_perplexities if isinstance(log_perplexities, torch.Tensor) else torch.as_tensor(np.asarray(log_perplexities))
+    if s.dim() != 1 or s.numel() == 0 or not s.is_floating_point():
+        raise ValueError(f"log_perplexities must be a non-empty float tensor of shape (|R|,), got {s.dtype} of shape {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError("log_perplexities must be finite")
+    return s
+
+
+def canary_rank(log_perplexities, secret_index: int) -> int:
+    """Rank of the secret among all candidates: 1 + the number with strictly lower log-perplexity.
+
+    Args:
+        log_perplexities: float ``(|R|,)``, one per candidate secret.
+        secret_index: position of the true secret in that tensor.
+
+    Returns:
+        An int in ``[1, |R|]`` (1: the model prefers the true secret to every other candidate).
+
+    Reference: Carlini et al. (2019), Definition 2 (rank).
+    """
+    s = _as_scores(log_perplexities)
+    if isinstance(secret_index, bool) or not isinstance(secret_index, (int, np.integer)) or not 0 <= secret_index < len(s):
+        raise ValueError(f"secret_index must be an int in [0, {len(s) - 1}], got {secret_index!r}")
+    return 1 + int((s < s[int(secret_index)]).sum())
+
+
+def exposure(log_perplexities, secret_index: int) -> float:
+    """Exposure of a canary: ``log2 |R| - log2 rank`` bits.
+
+    Args:
+        log_perplexities: float ``(|R|,)``, the log-perplexity of every candidate secret.
+        secret_index: position of the inserted secret in that tensor.
+
+    Returns:
+        A float in ``[0, log2 |R|]``: ``log2 |R|`` when the canary ranks first, near 1 bit on
+        average for a secret the model has never seen (its rank is then uniform).
+
+    Reference: Carlini et al. (2019), Definition 3 (exposure).
+    """
+    s = _as_scores(log_perplexities)
+    return math.log2(len(s)) - math.log2(canary_rank(s, secret_index))
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction by decoding
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract_secret` returns.
+
+    Attributes:
+        secret: the decoded digits (the best beam).
+        log_perplexity: its log-perplexity in bits (digits and spaces, given the prefix).
+        beams: all final beams as ``(secret, log_perplexity)``, best first.
+    """
+
+    secret: str
+    log_perplexity: float
+    beams: list[tuple[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def extract_secret(model: nn.Module, vocab: Vocab, prefix: str, *, k: int, beam_width: int = 1, context: str = "\n") -> Extraction:
+    """Decode a k-digit secret after ``prefix`` by greedy (``beam_width=1``) or beam search.
+
+    The search runs over the canary's format: at each digit position every one of the 10 digits
+    is tried, and the fixed space after it is scored too, so the result is the candidate of
+    least log-perplexity that the beam finds (with ``beam_width >= 10^k`` it is the exact arg-min
+    of :func:`candidate_log_perplexities`).
+
+    Args:
+        model: a recurrent LM ``(ids, state) -> (logits, state)``.
+        vocab: its vocabulary.
+        prefix: the text before the secret, e.g. ``"my PIN is"``.
+        k: number of digits to decode.
+        beam_width: beams kept after each digit.
+        context: text fed first.
+
+    Returns:
+        :class:`Extraction`.
+
+    Reference: Carlini et al. (2019), Section 8 (extraction by shortest-path search);
+    Carlini et al. (2021), Section 4 (generation from a prefix).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+    device = device_of(model)
+    model.eval()
+    digit_ids = vocab.encode(DIGITS).to(device)
+    space = int(vocab.encode(" ")[0])
+    logits, state = model(vocab.encode(context + prefix + " ").to(device)[None])
+    logp = torch.log_softmax(logits[:, -1].double(), dim=-1)  # (1, V)
+    scores = torch.zeros(1, dtype=torch.float64, device=device)  # (B,) bits
+    seqs = torch.zeros(1, 0, dtype=torch.int64, device=device)  # (B, j) digit values
+    for level in range(k):
+        cand = (scores[:, None] - logp[:, digit_ids] / LN2).reshape(-1)  # (B*10,)
+        if level < k - 1:  # the space after this digit belongs to the format: score it too
+            n = scores.shape[0]
+            inp = torch.stack([digit_ids.repeat(n), torch.full((n * 10,), space, device=device)], dim=1)
+            out, st = model(inp, state.repeat_interleave(10, dim=1))
+            lp = torch.log_softmax(out.double(), dim=-1)  # (B*10, 2, V)
+            cand = cand - lp[:, 0, space] / LN2
+        keep = torch.argsort(cand, stable=True)[:beam_width]  # (B',)
+        parent, digit = keep // 10, keep % 10
+        seqs = torch.cat([seqs[parent], digit[:, None]], dim=1)
+        scores = cand[keep]
+        if level < k - 1:
+            logp, state = lp[keep, 1], st[:, keep]
+    beams = ["".join(str(int(d)) for d in s) for s in seqs.cpu()]
+    return Extraction(secret=beams[0], log_perplexity=float(scores[0]), beams=list(zip(beams, [float(v) for v in scores.cpu()])))
+
+
+@torch.no_grad()
+def generate(model: nn.Module, vocab: Vocab, prompt: str, *, n_chars: int = 40, greedy: bool = True, generator: torch.Generator | None = None, context: str = "\n") -> str:
+    """Continue ``prompt`` by ``n_chars`` characters, greedily or by sampling.
+
+    Args:
+        greedy: take the most likely character each time; otherwise sample with ``generator``
+            (required, so that sampling is reproducible).
+
+    Returns:
+        The generated continuation only (without the prompt).
+    """
+    if n_chars < 1:
+        raise ValueError(f"n_chars must be >= 1, got {n_chars}")
+    if not greedy and generator is None:
+        raise ValueError("sampling (greedy=False) needs a generator, e.g. labkit.utils.make_generator(0)")
+    device = device_of(model)
+    model.eval()
+    logits, state = model(vocab.encode(context + prompt).to(device)[None])
+    out = []
+    for _ in range(n_chars):
+        p = torch.softmax(logits[0, -1].double(), dim=-1).cpu()
+        nxt = int(p.argmax()) if greedy else int(torch.multinomial(p, 1, generator=generator))
+        out.append(nxt)
+        logits, state = model(torch.tensor([[nxt]], device=device), state)
+    return vocab.decode(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole experiment
+
+
+@dataclass
+class CanaryResult:
+    """One canary measured on one trained model."""
+
+    canary: Canary
+    exposure: float  # bits, log2(10^k) - log2(rank)
+    rank: int  # 1 = the true secret is the most likely candidate
+    max_exposure: float  # log2(10^k)
+    extracted: str  # the secret found by beam search
+    extracted_ok: bool  # extracted == canary.secret
+    train_loss: float  # mean loss of the last 50 steps (nats per character)
+
+
+def canary_experiment(
+    insertions: Sequence[int] = (0, 1, 4, 16),
+    *,
+    k: int = 6,
+    n_sentences: int = 3000,
+    config: LMConfig | None = None,
+    beam_width: int = 16,
+    seed: int = 0,
+    prefix: str = "my PIN is",
+) -> list[CanaryResult]:
+    """Train one LM per insertion count r, each on a corpus holding the canary r times.
+
+    Every model sees the same template sentences and the same canary (only r changes), so
+    the exposures are comparable; r = 0 is the model that never saw the canary.
+
+    Args:
+        insertions: the values of r.
+        k: digits in the secret.
+        n_sentences: template sentences per corpus.
+        config: the LM's size and schedule (default :class:`LMConfig`).
+        beam_width: beam used for extraction.
+        seed: drives the secret, the corpus, the initialization and the training windows.
+        prefix: the canary's template.
+
+    Returns:
+        One :class:`CanaryResult` per r, in order.
+    """
+    config = config or LMConfig()
+    vocab = Vocab()
+    gen = make_generator(seed)
+    secret = make_canary(prefix, k=k, seed=gen).secret
+    corpus_seed, init_seed, train_seed = (torch.randint(0, 2**31, (3,), generator=gen).tolist())
+    results = []
+    for r in insertions:
+        canary = Canary(secret=secret, prefix=prefix, insertions=int(r))
+        text = make_corpus(n_sentences, canaries=[canary], seed=corpus_seed)
+        model = _seeded_lm(len(vocab), config, init_seed)
+        losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
+        scores = candidate_log_perplexities(model, vocab, prefix, k=k)
+        ext = extract_secret(model, vocab, prefix, k=k, beam_width=beam_width)
+        results.append(
+            CanaryResult(
+                canary=canary,
+                exposure=exposure(scores, canary.index),
+                rank=canary_rank(scores, canary.index),
+                max_exposure=math.log2(10**k),
+                extracted=ext.secret,
+                extracted_ok=ext.secret == secret,
+                train_loss=float(np.mean(losses[-50:])),
+            )
+        )
+    return results
+
+
+def _seeded_lm(vocab_size: int, config: LMConfig, seed: int) -> CharLM:
+    """A CharLM whose initial weights depend only on ``seed`` (global RNG state is restored)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CharLM(vocab_size, embed=config.embed, hidden=config.hidden, layers=config.layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Classifiers: the generalization gap
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """Members vs non-members of a classifier's training set.
+
+    Attributes:
+        train_accuracy, test_accuracy: accuracy on members and on non-members.
+        accuracy_gap: ``train_accuracy - test_accuracy``.
+        confidence_members, confidence_nonmembers: mean probability given to the true class.
+        confidence_gap: members minus non-members.
+        entropy_members, entropy_nonmembers: mean normalized prediction entropy.
+        entropy_gap: non-members minus members (positive when members get surer predictions).
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    accuracy_gap: float
+    confidence_members: float
+    confidence_nonmembers: float
+    confidence_gap: float
+    entropy_members: float
+    entropy_nonmembers: float
+    entropy_gap: float
+
+
+def generalization_gap(probs_members, y_members, probs_nonmembers, y_nonmembers) -> GapReport:
+    """How differently a classifier treats its training records (members) and unseen ones.
+
+    Args:
+        probs_members: predicted probabilities on members, ``(N, C)``.
+        y_members: their labels ``(N,)``.
+        probs_nonmembers: predicted probabilities on non-members, ``(M, C)``.
+        y_nonmembers: their labels ``(M,)``.
+
+    Returns:
+        :class:`GapReport`. Large gaps mean overfitting, and they are what a membership
+        inference attack thresholds on (Yeom et al. 2018; Shokri et al. 2017).
+    """
+    out = {}
+    for tag, p, y in (("members", probs_members, y_members), ("nonmembers", probs_nonmembers, y_nonmembers)):
+        p = as_probabilities(p, name=f"probs_{tag}").double()
+        y = as_labels(y, name=f"y_{tag}", n_classes=p.shape[1], n=p.shape[0]).to(p.device)
+        if p.shape[0] == 0:
+            raise ValueError(f"probs_{tag} must hold at least one record")
+        out[tag] = (
+            float((p.argmax(1) == y).double().mean()),
+            float(p[torch.arange(len(y)), y].mean()),
+            float(normalized_entropy(p).mean()),
+        )
+    (acc_m, conf_m, ent_m), (acc_n, conf_n, ent_n) = out["members"], out["nonmembers"]
+    return GapReport(acc_m, acc_n, acc_m - acc_n, conf_m, conf_n, conf_m - conf_n, ent_m, ent_n, ent_n - ent_m)

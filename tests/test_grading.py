@@ -1,0 +1,262 @@
+"""The grading pipeline (tools/nbgrading.py, tools/grade.py, tools/check_lab.py, nbgrader_config.py)
+on a tiny fixture course: tests/fixtures/course/solutions/demo/demo.ipynb has two autograded tasks
+(test_add, test_mean: 10 points each, with hidden tests) and one written answer (5 points).
+
+Everything runs in temporary copies of the course; the repository's grading/ folder is never used.
+"""
+import copy
+import hashlib
+import html
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbgrading  # noqa: E402
+from nbgrader_feedback import HideHiddenTests  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "course"
+LAB = "demo"
+CELL_TIMEOUT = 5  # seconds per cell in these tests (the course default is 300)
+
+
+def _solution():
+    return nbgrading.read_notebook(FIXTURE / "solutions" / LAB / f"{LAB}.ipynb")
+
+
+def _cell(nb, grade_id):
+    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    return cell
+
+
+def _visible_text(path):
+    """The text a reader of an HTML page sees (tags stripped, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", Path(path).read_text()))
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- fast: no kernel
+def test_course_config_sets_timeout_and_feedback_plugin():
+    cfg = nbgrading.course_config(ROOT)
+    assert cfg.Execute.timeout == 300
+    assert "nbgrader_feedback.HideHiddenTests" in cfg.GenerateFeedback.preprocessors
+    assert cfg.CourseDirectory.source_directory == "solutions"
+    assert cfg.CourseDirectory.release_directory == "labs"
+
+
+def test_make_partial_fills_only_the_first_solution_cell():
+    sol = _solution()
+    release = copy.deepcopy(sol)
+    for c in nbgrading.solution_code_cells(release):
+        c.source = "# YOUR CODE HERE\nraise NotImplementedError()"
+    partial = nbgrading.make_partial(release, sol)
+    add, mean = nbgrading.solution_code_cells(partial)
+    assert "return a + b" in add.source and "BEGIN SOLUTION" not in add.source
+    assert "raise NotImplementedError()" in mean.source
+    assert nbgrading.solution_code_cells(release)[0].source.endswith("NotImplementedError()")  # input untouched
+    with pytest.raises(ValueError, match="solution cell"):
+        nbgrading.make_partial(release, nbformat.v4.new_notebook())
+
+
+def test_strip_solution_markers_keeps_the_code():
+    src = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"
+    assert nbgrading.strip_solution_markers(src) == "def f():\n    return 1"
+
+
+def test_expectations_flag_each_violation():
+    def score(student, auto):
+        return nbgrading.LabScore(student, LAB, auto, 20.0, 0.0, 5.0, 5.0, auto, 25.0, ())
+    good = {"solution": score("solution", 20.0), "release": score("release", 0.0), "partial": score("partial", 10.0)}
+    assert nbgrading.expectations(good) == []
+    assert any("release scores 10" in p for p in nbgrading.expectations({**good, "release": score("release", 10.0)}))
+    assert any("solution scores 15" in p for p in nbgrading.expectations({**good, "solution": score("solution", 15.0)}))
+    for bad in (0.0, 20.0):
+        assert any("partial" in p for p in nbgrading.expectations({**good, "partial": score("partial", bad)}))
+    assert any("no score" in p for p in nbgrading.expectations({"solution": good["solution"]}))
+
+
+def test_hide_hidden_tests_drops_region_and_tracebacks():
+    cell = nbformat.v4.new_code_cell(
+        '"""checks add"""\nassert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\nassert add(-7, 12) == 5\n### END HIDDEN TESTS')
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
+                                 "grade_id": "t", "schema_version": 3}
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="",
+                                           traceback=["----> 4 assert add(-7, 12) == 5"])]
+    out, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert "add(-7, 12)" not in out.source and "assert add(1, 2) == 3" in out.source
+    assert "add(-7, 12)" not in "".join(out.outputs[0].traceback)
+    assert out.outputs[0].traceback[0].startswith("AssertionError")
+
+
+def test_grade_reports_nothing_to_grade(tmp_path):
+    course = nbgrading.make_course(tmp_path / "course", [LAB], source=FIXTURE)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "nothing to grade" in proc.stderr
+    assert not (course / "grading" / "grades.csv").exists()
+
+
+def test_make_course_refuses_unknown_lab(tmp_path):
+    with pytest.raises(ValueError, match="nolab"):
+        nbgrading.make_course(tmp_path / "c", ["nolab"], source=FIXTURE)
+
+
+# --------------------------------------------------------------------- slow: real nbgrader
+def _submissions():
+    """Student -> notebook (or raw text) exercising each way a submission can go wrong."""
+    sol = _solution()
+    subs = {"alice": sol}                                            # all correct
+    bob = copy.deepcopy(sol)                                         # loops forever in task 1's cell
+    _cell(bob, "add").source = "while True:\n    pass\n" + _cell(bob, "add").source
+    subs["bob"] = bob
+    carol = copy.deepcopy(sol)                                       # kills its kernel
+    _cell(carol, "mean").source = "import os\nos._exit(1)"
+    subs["carol"] = carol
+    dave = copy.deepcopy(sol)                                        # raises in task 2's cell
+    _cell(dave, "mean").source = "raise RuntimeError('dave broke it')"
+    subs["dave"] = dave
+    gina = copy.deepcopy(sol)                                        # passes visible, fails hidden test
+    _cell(gina, "add").source = _cell(gina, "add").source.replace("return a + b", "return abs(a) + b")
+    subs["gina"] = gina
+    subs["hank"] = "{ this is not a notebook"                        # unreadable file
+    return subs
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One `tools/grade.py` batch over the fixture course's six submissions, timed."""
+    course = nbgrading.make_course(tmp_path_factory.mktemp("grading") / "course", [LAB], source=FIXTURE)
+    # The per-cell limit goes through the config file, under the key the course config uses.
+    with open(course / "nbgrader_config.py", "a") as fh:
+        fh.write(f"\nc.Execute.timeout = {CELL_TIMEOUT}\n")
+    for student, nb in _submissions().items():
+        if isinstance(nb, str):
+            path = nbgrading.course_dir(course, "submitted") / student / LAB / f"{LAB}.ipynb"
+            path.parent.mkdir(parents=True)
+            path.write_text(nb)
+        else:
+            nbgrading.submit(course, student, LAB, nb)
+    # erin hands in the untouched release.
+    release = nbgrading.generate_assignment(course, LAB)
+    nbgrading.submit(course, "erin", LAB, release)
+    submitted = nbgrading.course_dir(course, "submitted")
+    before = _digest(submitted)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course)],
+                          capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    rows = {r["student"]: r for r in _read_csv(course / "grading" / "grades.csv")}
+    return dict(course=course, proc=proc, seconds=seconds, rows=rows, before=before,
+                after=_digest(submitted))
+
+
+def _read_csv(path):
+    import csv
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_batch_completes_and_writes_every_student(graded):
+    assert graded["proc"].returncode == 0, graded["proc"].stdout + graded["proc"].stderr
+    assert sorted(graded["rows"]) == ["alice", "bob", "carol", "dave", "erin", "gina", "hank"]
+    # the per-student table is printed
+    table = graded["proc"].stdout.split("\nstudent ")[-1]
+    for student in graded["rows"]:
+        assert student in table
+
+
+@pytest.mark.slow
+def test_grades_csv_scores(graded):
+    rows = graded["rows"]
+
+    def num(student, key):
+        return float(rows[student][key])
+
+    assert (num("alice", "auto_score"), num("alice", "max_auto_score")) == (20, 20)
+    assert (num("alice", "manual_pending"), num("alice", "max_score")) == (5, 25)
+    assert rows["alice"]["status"] == "ok"
+    assert num("dave", "auto_score") == 10      # the exception costs task 2 only
+    assert num("gina", "auto_score") == 10      # the hidden test catches abs(a)
+    assert num("erin", "auto_score") == 0 and num("erin", "manual_pending") == 0  # "YOUR ANSWER HERE" scores 0
+    for student in ("carol", "hank"):           # a dead kernel, an unreadable file: 0 and a status
+        assert num(student, "score") == 0
+        assert rows[student]["status"].startswith("failed"), rows[student]
+
+
+@pytest.mark.slow
+def test_infinite_loop_is_interrupted_by_cell_timeout(graded):
+    bob = graded["rows"]["bob"]
+    assert bob["status"] == "ok"
+    assert float(bob["auto_score"]) == 10       # task 1 lost; task 2 still scored after the timeout
+    log = (graded["course"] / "grading" / "logs" / f"bob__{LAB}.log").read_text()
+    assert f"Timeout waiting for execute reply ({CELL_TIMEOUT}s)" in log
+    autograded = nbgrading.read_notebook(graded["course"] / "grading" / "autograded" / "bob" / LAB / f"{LAB}.ipynb")
+    enames = [o.get("ename") for o in _cell(autograded, "add").outputs if o.output_type == "error"]
+    assert "CellTimeoutError" in enames
+    # bob's autograde (and feedback) took far less than the course's 300 s per cell.
+    (line,) = [ln for ln in graded["proc"].stdout.splitlines()
+               if ln.strip().startswith("bob ") and re.search(r" s  ok$", ln)]
+    assert float(re.search(r"([0-9.]+) s ", line).group(1)) < 150
+
+
+@pytest.mark.slow
+def test_feedback_html_hides_hidden_tests(graded):
+    feedback = graded["course"] / "grading" / "feedback"
+    autograded = graded["course"] / "grading" / "autograded"
+    for student in ("alice", "bob", "dave", "erin", "gina"):
+        text = _visible_text(feedback / student / LAB / f"{LAB}.html")
+        assert "assert add(1, 2) == 3" in text           # the visible test is shown
+        for secret in ("add(-7, 12)", "hidden-check", "HIDDEN TESTS", "mean([0.5, 1.5, 4.0])"):
+            assert secret not in text, (student, secret)
+    # gina's failing hidden assert is quoted by the traceback nbgrader stored: the plugin is what
+    # keeps it out of the HTML.
+    assert "hidden-check-add" in "".join(
+        "".join(o.get("traceback", [])) for o in _cell(
+            nbgrading.read_notebook(autograded / "gina" / LAB / f"{LAB}.ipynb"), "test_add").outputs)
+    assert "AssertionError" in _visible_text(feedback / "gina" / LAB / f"{LAB}.html")
+    assert not (feedback / "carol").exists() and not (feedback / "hank").exists()
+
+
+@pytest.mark.slow
+def test_submitted_originals_unchanged(graded):
+    assert graded["before"] == graded["after"]
+    assert len(graded["before"]) == 7
+
+
+@pytest.mark.slow
+def test_cli_timeout_override_and_check_lab(tmp_path):
+    """check_lab on the fixture: solution 20/20, release 0, partial (task 1 only) 10; and the
+    command-line override --Execute.timeout beats the config's 300 s."""
+    result = nbgrading.check_lab(LAB, workdir=tmp_path / "course", source=FIXTURE, cell_timeout=CELL_TIMEOUT)
+    assert result.ok, result.problems
+    scores = {k: (v.auto_score, v.max_auto_score) for k, v in result.scores.items()}
+    assert scores == {"solution": (20, 20), "release": (0, 20), "partial": (10, 20)}
+    assert result.scores["solution"].manual_pending == 5
+
+    course = result.course
+    bob = _submissions()["bob"]
+    nbgrading.submit(course, "bob", LAB, bob)
+    start = time.perf_counter()
+    proc = nbgrading.autograde(course, LAB, student="bob", cell_timeout=3, timeout=200)
+    assert time.perf_counter() - start < 100
+    assert "Timeout waiting for execute reply (3s)" in proc.stdout
+    assert nbgrading.read_scores(course, LAB, "bob").auto_score == 10
+
+
+def test_check_lab_rejects_unknown_lab():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_lab.py"), "nolab", "--source", str(FIXTURE)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown lab(s) nolab" in proc.stderr and "available: demo" in proc.stderr

@@ -1,0 +1,86 @@
+"""Every lab in solutions/ grades as intended through the real nbgrader pipeline.
+
+Per lab, once (module-scoped fixture, see tools/nbgrading.py:check_lab): a throwaway copy of the
+course, `nbgrader generate_assignment`, and one `nbgrader autograde` call for three students: the
+solution notebook, the released stub notebook and a partial submission (the release with only its
+first solution cell filled in). Each notebook is executed exactly once.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbgrading  # noqa: E402
+
+LABS = nbgrading.discover_labs(ROOT)
+TOTAL_POINTS = 100
+
+
+@pytest.fixture(scope="module", params=LABS)
+def checked(request, tmp_path_factory):
+    lab = request.param
+    return nbgrading.check_lab(lab, workdir=tmp_path_factory.mktemp(lab) / "course")
+
+
+def _auto_cells(score, passing):
+    return [g.name for g in score.grades if g.cell_type == "code" and ((g.auto_score or 0) > 0) == passing]
+
+
+@pytest.mark.slow
+def test_solution_scores_every_automatic_point(checked):
+    sol = checked.scores["solution"]
+    assert sol.max_auto_score > 0
+    assert sol.auto_score == sol.max_auto_score, f"failing test cells: {_auto_cells(sol, passing=False)}"
+
+
+@pytest.mark.slow
+def test_solution_with_full_manual_marks_scores_100(checked):
+    nbgrading.set_manual_full_marks(checked.course, checked.lab, "solution")
+    total = nbgrading.read_scores(checked.course, checked.lab, "solution")
+    assert total.manual_pending == 0
+    assert (total.score, total.max_score) == (TOTAL_POINTS, TOTAL_POINTS)
+
+
+@pytest.mark.slow
+def test_released_stubs_score_zero(checked):
+    rel = checked.scores["release"]
+    assert rel.auto_score == 0, f"test cells passing on the stubs: {_auto_cells(rel, passing=True)}"
+
+
+@pytest.mark.slow
+def test_partial_submission_scores_strictly_between(checked):
+    par = checked.scores["partial"]
+    assert 0 < par.auto_score < par.max_auto_score, f"passing: {_auto_cells(par, passing=True)}"
+
+
+@pytest.mark.slow
+def test_lab_has_100_points_and_a_written_answer(checked):
+    sol = checked.scores["solution"]
+    assert sol.max_score == TOTAL_POINTS
+    written = [g for g in sol.grades if g.cell_type == "markdown"]
+    assert written and sol.max_manual_score > 0
+    assert all(g.needs_manual_grade for g in written)  # the model answer waits for an instructor
+
+
+def _comparable(nb):
+    """What a release must reproduce: per cell its type, source and nbgrader metadata."""
+    return [(c.cell_type, c.source, dict(c.metadata.get("nbgrader", {}))) for c in nb.cells]
+
+
+@pytest.mark.slow
+def test_committed_release_equals_fresh_generation(checked):
+    committed = ROOT / "labs" / checked.lab / f"{checked.lab}.ipynb"
+    assert committed.is_file(), f"labs/{checked.lab} is missing: run `make release`"
+    fresh = nbgrading.read_notebook(checked.course / "labs" / checked.lab / f"{checked.lab}.ipynb")
+    ours = nbgrading.read_notebook(committed)
+    assert len(ours.cells) == len(fresh.cells), "labs/ is stale: run `make release`"
+    for i, (a, b) in enumerate(zip(_comparable(ours), _comparable(fresh))):
+        assert a == b, f"cell {i} of labs/{checked.lab} differs from a fresh release: run `make release`"
+    assert ours.metadata.get("kernelspec") == fresh.metadata.get("kernelspec")
+    # the release folder holds the same files (data shipped with the lab)
+    names = {p.relative_to(committed.parent).as_posix() for p in committed.parent.rglob("*")
+             if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+    fresh_dir = checked.course / "labs" / checked.lab
+    assert names == {p.relative_to(fresh_dir).as_posix() for p in fresh_dir.rglob("*") if p.is_file()}
