@@ -185,7 +185,7 @@ def _sentence(gen: torch.Generator) -> str:
     return f"my {p(_NOUNS)} is {p(_ADJS)} and {p(_ADJS)}."
 
 
-def make_corpus(n_sentences: int = 3000, *, canaries: Sequence[Canary] = (), seed: int | torch.Generator | None = 0) -> str:
+def make_corpus(n_sentences: int = 500, *, canaries: Sequence[Canary] = (), seed: int | torch.Generator | None = 0) -> str:
     """Generate a synthetic training text from templates, with canaries inserted.
 
     Sentences are drawn from eight templates over small word lists; four of them carry random
@@ -220,14 +220,14 @@ def make_corpus(n_sentences: int = 3000, *, canaries: Sequence[Canary] = (), see
 
 @dataclass
 class LMConfig:
-    """Size and training schedule of the character GRU (defaults train in well under a minute)."""
+    """Size and training schedule of the character GRU (the defaults train in about 10 s on one CPU core)."""
 
     embed: int = 32  # width of the character embedding
-    hidden: int = 192  # GRU state width
+    hidden: int = 96  # GRU state width
     layers: int = 1  # stacked GRU layers
-    seq_len: int = 64  # length of a training window, in characters
+    seq_len: int = 32  # length of a training window, in characters (a canary is ~21)
     batch_size: int = 32  # windows per step
-    steps: int = 1200  # optimizer steps
+    steps: int = 400  # Adam steps (about 20 passes over a 500-sentence corpus)
     lr: float = 3e-3  # Adam learning rate
 
 
@@ -236,9 +236,15 @@ class CharLM(nn.Module):
 
     ``forward(ids, state)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, V)`` and the
     new GRU state ``(layers, B, hidden)``, so that text can be fed in pieces.
+
+    Args:
+        vocab_size: number of tokens V.
+        embed, hidden, layers: embedding width, GRU width, GRU layers.
+        seed: seed or generator for the initial weights (PyTorch's default initialization
+            schemes, drawn from this generator); ``None`` uses PyTorch's global generator.
     """
 
-    def __init__(self, vocab_size: int, *, embed: int = 32, hidden: int = 192, layers: int = 1) -> None:
+    def __init__(self, vocab_size: int, *, embed: int = 32, hidden: int = 96, layers: int = 1, seed: int | torch.Generator | None = None) -> None:
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("embed", embed), ("hidden", hidden), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -247,6 +253,13 @@ class CharLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed)
         self.gru = nn.GRU(embed, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, vocab_size)
+        if seed is not None:
+            gen = make_generator(seed)
+            bound = 1.0 / math.sqrt(hidden)  # nn.GRU's and nn.Linear's (fan-in = hidden) default range
+            with torch.no_grad():
+                nn.init.normal_(self.embed.weight, generator=gen)
+                for p in [*self.gru.parameters(), *self.head.parameters()]:
+                    nn.init.uniform_(p, -bound, bound, generator=gen)
 
     def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out, state = self.gru(self.embed(ids), state)  # (B, T, H), (L, B, H)
@@ -258,8 +271,8 @@ def train_lm(
     text: str,
     vocab: Vocab,
     *,
-    steps: int = 1200,
-    seq_len: int = 64,
+    steps: int = 400,
+    seq_len: int = 32,
     batch_size: int = 32,
     lr: float = 3e-3,
     seed: int | torch.Generator | None = 0,
@@ -359,7 +372,8 @@ def candidate_log_perplexities(
     of two characters, batched) instead of running ``10^k`` full sentences.
 
     Args:
-        model: a recurrent LM ``(ids (B, T), state) -> (logits (B, T, V), state)``.
+        model: a recurrent LM ``(ids (B, T), state) -> (logits (B, T, V), state)`` whose state
+            has the batch in dimension 1, like ``torch.nn.GRU``'s ``(layers, B, H)``.
         vocab: its vocabulary (must hold the digits and the space).
         prefix: the canary template's text before the digits.
         k: number of digits (1 to 7; ``10^k`` values are returned).
@@ -472,7 +486,7 @@ def extract_secret(model: nn.Module, vocab: Vocab, prefix: str, *, k: int, beam_
     of :func:`candidate_log_perplexities`).
 
     Args:
-        model: a recurrent LM ``(ids, state) -> (logits, state)``.
+        model: a recurrent LM, as in :func:`candidate_log_perplexities`.
         vocab: its vocabulary.
         prefix: the text before the secret, e.g. ``"my PIN is"``.
         k: number of digits to decode.
@@ -557,13 +571,14 @@ class CanaryResult:
     extracted: str  # the secret found by beam search
     extracted_ok: bool  # extracted == canary.secret
     train_loss: float  # mean loss of the last 50 steps (nats per character)
+    model: CharLM = field(repr=False, default=None)  # the trained model
 
 
 def canary_experiment(
     insertions: Sequence[int] = (0, 1, 4, 16),
     *,
-    k: int = 6,
-    n_sentences: int = 3000,
+    k: int = 5,
+    n_sentences: int = 500,
     config: LMConfig | None = None,
     beam_width: int = 16,
     seed: int = 0,
@@ -595,7 +610,7 @@ def canary_experiment(
     for r in insertions:
         canary = Canary(secret=secret, prefix=prefix, insertions=int(r))
         text = make_corpus(n_sentences, canaries=[canary], seed=corpus_seed)
-        model = _seeded_lm(len(vocab), config, init_seed)
+        model = CharLM(len(vocab), embed=config.embed, hidden=config.hidden, layers=config.layers, seed=init_seed)
         losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
         scores = candidate_log_perplexities(model, vocab, prefix, k=k)
         ext = extract_secret(model, vocab, prefix, k=k, beam_width=beam_width)
@@ -608,16 +623,10 @@ def canary_experiment(
                 extracted=ext.secret,
                 extracted_ok=ext.secret == secret,
                 train_loss=float(np.mean(losses[-50:])),
+                model=model,
             )
         )
     return results
-
-
-def _seeded_lm(vocab_size: int, config: LMConfig, seed: int) -> CharLM:
-    """A CharLM whose initial weights depend only on ``seed`` (global RNG state is restored)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CharLM(vocab_size, embed=config.embed, hidden=config.hidden, layers=config.layers)
 
 
 # --------------------------------------------------------------------------------------------

@@ -236,6 +236,24 @@ def test_submitted_originals_unchanged(graded):
 
 
 @pytest.mark.slow
+def test_regrading_one_student_keeps_manual_grades_and_other_rows(graded):
+    """Runs after the tests above (it changes the course): an instructor grades alice's written
+    answer, then re-runs the batch for alice only."""
+    course = graded["course"]
+    nbgrading.set_manual_full_marks(course, LAB, "alice")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course),
+                           "--student", "alice", "--no-feedback"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "grading 1 submission(s) of 1 student(s)" in proc.stdout
+    rows = {r["student"]: r for r in _read_csv(course / "grading" / "grades.csv")}
+    assert sorted(rows) == sorted(graded["rows"])               # nobody dropped from grades.csv
+    assert (float(rows["alice"]["score"]), float(rows["alice"]["manual_pending"])) == (25, 0)
+    assert rows["alice"]["status"] == "ok"
+    assert rows["bob"]["status"] == "ok (earlier run)" and float(rows["bob"]["score"]) == 10
+    assert rows["carol"]["status"] == "not graded yet"
+
+
+@pytest.mark.slow
 def test_cli_timeout_override_and_check_lab(tmp_path):
     """check_lab on the fixture: solution 20/20, release 0, partial (task 1 only) 10; and the
     command-line override --Execute.timeout beats the config's 300 s."""

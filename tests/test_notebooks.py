@@ -84,3 +84,35 @@ def test_committed_release_equals_fresh_generation(checked):
              if p.is_file() and ".ipynb_checkpoints" not in p.parts}
     fresh_dir = checked.course / "labs" / checked.lab
     assert names == {p.relative_to(fresh_dir).as_posix() for p in fresh_dir.rglob("*") if p.is_file()}
+
+
+def _hidden_lines(nb):
+    """Lines of the hidden test regions that appear nowhere else in the notebook."""
+    hidden, elsewhere = set(), set()
+    for cell in nb.cells:
+        inside = False
+        for line in cell.source.split("\n"):
+            if "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END HIDDEN TESTS" in line:
+                inside = False
+            elif len(line.strip()) >= 16:
+                (hidden if inside else elsewhere).add(line.strip())
+    return hidden - elsewhere
+
+
+@pytest.mark.slow
+def test_feedback_html_shows_no_hidden_test(checked):
+    import html
+    import re
+
+    solution = nbgrading.read_notebook(checked.course / "solutions" / checked.lab / f"{checked.lab}.ipynb")
+    hidden = _hidden_lines(solution)
+    assert hidden, "the lab has no hidden tests"
+    for student in ("solution", "partial"):   # all tests passing; most failing (tracebacks)
+        nbgrading.generate_feedback(checked.course, checked.lab, student=student)
+        page = checked.course / "grading" / "feedback" / student / checked.lab / f"{checked.lab}.html"
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert "BEGIN HIDDEN TESTS" not in text
+        leaked = sorted(line for line in hidden if line in text)
+        assert not leaked, f"{student}'s feedback shows hidden test lines: {leaked[:3]}"

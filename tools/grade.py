@@ -123,6 +123,17 @@ def grade_one(course: Path, student: str, lab: str, logs: Path, *, cell_timeout:
     return Row(student, lab, status, score, time.perf_counter() - start)
 
 
+def earlier(course: Path, student: str, lab: str) -> Row:
+    """The gradebook's scores from an earlier run, for a submission this run does not grade."""
+    try:
+        score = nbgrading.read_scores(course, lab, student)
+    except KeyError:
+        return Row(student, lab, "not graded yet")
+    if any(g.auto_score is None for g in score.grades if g.cell_type == "code"):
+        return Row(student, lab, "not graded yet", score)
+    return Row(student, lab, "ok (earlier run)", score)
+
+
 def lab_maxima(course: Path, lab: str) -> tuple[float, float]:
     """(max score, max automatic score) of a lab, from the gradebook."""
     import warnings
@@ -160,22 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     course = Path(args.course).resolve()
     submitted = nbgrading.course_dir(course, "submitted")
     found = discover(submitted)
-    if args.student:
-        found = {s: labs for s, labs in found.items() if s in args.student}
-    if args.lab:
-        found = {s: [lab for lab in labs if lab in args.lab] for s, labs in found.items()}
-        found = {s: labs for s, labs in found.items() if labs}
-    if not found:
+    selected = {s: [lab for lab in labs if not args.lab or lab in args.lab]
+                for s, labs in found.items() if not args.student or s in args.student}
+    selected = {s: labs for s, labs in selected.items() if labs}
+    if not selected:
         what = " matching --student/--lab" if (args.student or args.lab) else ""
         print(f"nothing to grade{what}: no notebooks in {submitted}/<student>/<lab>/ "
               f"(expected e.g. {submitted}/alice/lab1_extraction/lab1_extraction.ipynb)", file=sys.stderr)
         return 2
+    # The table and grades.csv always cover every submission; the ones not selected keep the
+    # scores of an earlier run, read from the gradebook.
     labs = sorted({lab for ls in found.values() for lab in ls})
     students = sorted(found)
     logs = submitted.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"grading {sum(map(len, found.values()))} submission(s): {len(students)} student(s), "
-          f"lab(s) {', '.join(labs)}", flush=True)
+    print(f"grading {sum(map(len, selected.values()))} submission(s) of {len(selected)} student(s), "
+          f"lab(s) {', '.join(sorted({lab for ls in selected.values() for lab in ls}))}", flush=True)
 
     rows: dict[tuple[str, str], Row] = {}
     maxima: dict[str, tuple[float, float]] = {}
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[student, lab] = Row(student, lab, "not submitted")
             elif error is not None:
                 rows[student, lab] = Row(student, lab, f"not graded: {error}")
+            elif lab not in selected.get(student, []):
+                rows[student, lab] = earlier(course, student, lab)
             else:
                 row = grade_one(course, student, lab, logs, cell_timeout=args.cell_timeout,
                                 submission_timeout=args.submission_timeout,

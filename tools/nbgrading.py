@@ -290,7 +290,9 @@ class LabScore:
     """Scores of one student's submission of one lab, read from the gradebook.
 
     ``auto_score``/``max_auto_score`` cover the autograded test cells (code grade cells);
-    ``manual_pending`` is the number of points in cells that still wait for an instructor.
+    ``manual_score`` the written answers (markdown grade cells) graded so far (an unchanged
+    "YOUR ANSWER HERE" gets 0 from nbgrader itself); ``manual_pending`` the points of cells
+    that still wait for an instructor (no manual score yet).
     ``score`` is nbgrader's total (manual grades take precedence over automatic ones).
     """
     student: str
@@ -332,10 +334,11 @@ def read_scores(course: Path | str, lab: str, student: str) -> LabScore:
         student=student, lab=lab,
         auto_score=sum(g.auto_score or 0.0 for g in code),
         max_auto_score=sum(g.max_score for g in code),
-        manual_score=sum((g.manual_score if g.manual_score is not None else g.auto_score) or 0.0
-                         for g in written if not g.needs_manual_grade),
+        manual_score=sum(g.manual_score if g.manual_score is not None
+                         else 0.0 if g.needs_manual_grade else (g.auto_score or 0.0) for g in written),
         max_manual_score=sum(g.max_score for g in written),
-        manual_pending=sum(g.max_score for g in grades if g.needs_manual_grade),
+        # Re-autograding flags answers again but keeps an instructor's manual_score: not pending.
+        manual_pending=sum(g.max_score for g in grades if g.needs_manual_grade and g.manual_score is None),
         score=score, max_score=max_score, grades=grades)
 
 

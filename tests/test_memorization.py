@@ -1,0 +1,242 @@
+"""Tests of labkit.memorization (Carlini et al. 2019: log-perplexity, rank, exposure, extraction)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from labkit.memorization import (
+    Canary,
+    CharLM,
+    LMConfig,
+    Vocab,
+    canary_experiment,
+    canary_rank,
+    candidate_log_perplexities,
+    exposure,
+    extract_secret,
+    generalization_gap,
+    generate,
+    log_perplexity,
+    make_canary,
+    make_corpus,
+    train_lm,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the GRU's small matrix products only lose from more on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TableLM(nn.Module):
+    """Hand-set LM: the next-token distribution depends on (last token, last non-space token).
+
+    ``table[(last, last_non_space)]`` (or ``table[last]``) maps to a probability vector; the state
+    ``(1, B)`` (batch in dimension 1, as a GRU's) carries the last non-space id, so text can be fed
+    in pieces.
+    """
+
+    def __init__(self, vocab, table, default):
+        super().__init__()
+        self.vocab, self.table, self.default = vocab, table, torch.tensor(default, dtype=torch.float64)
+        self.space = vocab.index[" "]
+
+    def dist(self, last, last_ns):
+        key = (self.vocab.alphabet[last], self.vocab.alphabet[last_ns])
+        p = self.table.get(key, self.table.get(key[0], None))
+        return self.default if p is None else torch.tensor(p, dtype=torch.float64)
+
+    def forward(self, ids, state=None):
+        b, t = ids.shape
+        last_ns = state[0].clone() if state is not None else torch.full((b,), self.space)
+        out = torch.empty(b, t, len(self.vocab), dtype=torch.float64)
+        for i in range(b):
+            for j in range(t):
+                tok = int(ids[i, j])
+                if tok != self.space:
+                    last_ns[i] = tok
+                out[i, j] = torch.log(self.dist(tok, int(last_ns[i])))
+        return out, last_ns[None]  # (1, B)
+
+
+def probs(vocab, spec):
+    """A probability vector over ``vocab`` from {char: prob}."""
+    p = [0.0] * len(vocab)
+    for ch, v in spec.items():
+        p[vocab.index[ch]] = v
+    return p
+
+
+def test_log_perplexity_of_a_hand_set_bigram_model():
+    v = Vocab("\nab ")
+    table = {
+        "\n": probs(v, {"a": 0.5, "b": 0.5}),
+        "a": probs(v, {"a": 0.25, "b": 0.75}),
+        "b": probs(v, {"\n": 0.5, "a": 0.125, "b": 0.375}),
+    }
+    model = TableLM(v, table, probs(v, {"\n": 1.0}))
+    got = log_perplexity(model, v, ["aab", "bba"])
+    want = [-math.log2(0.5) - math.log2(0.25) - math.log2(0.75), -math.log2(0.5) - math.log2(0.375) - math.log2(0.125)]
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    # the context is not scored: "b" given "\na" costs -log2(0.75) only
+    assert float(log_perplexity(model, v, "b", context="\na")[0]) == pytest.approx(-math.log2(0.75), abs=1e-12)
+
+
+def test_uniform_model_gives_length_times_log2_v():
+    v = Vocab()
+    model = CharLM(len(v), seed=0)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    assert float(log_perplexity(model, v, "hello 1 2 3")[0]) == pytest.approx(11 * math.log2(len(v)), abs=1e-9)
+
+
+def test_exposure_is_log2_of_the_candidate_count_when_the_canary_ranks_first():
+    scores = torch.rand(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1.0
+    scores[417] = 0.5
+    assert canary_rank(scores, 417) == 1
+    assert exposure(scores, 417) == pytest.approx(math.log2(1000))
+    worst = int(scores.argmax())
+    assert exposure(scores, worst) == pytest.approx(0.0)
+
+
+def test_rank_computed_by_sorting_agrees():
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(5000, generator=gen, dtype=torch.float64)
+    for idx in torch.randint(0, 5000, (20,), generator=gen).tolist():
+        by_sort = int((torch.argsort(scores) == idx).nonzero()) + 1
+        assert canary_rank(scores, idx) == by_sort
+        assert exposure(scores, idx) == pytest.approx(math.log2(5000 / by_sort))
+
+
+def test_exposure_of_never_seen_secrets_averages_about_one_bit():
+    # if the canary's rank is uniform on 1..|R|, E[exposure] = log2|R| - E[log2 rank] ~ 1/ln 2 bits
+    n = 4096
+    scores = torch.randperm(n, generator=torch.Generator().manual_seed(0)).double()
+    mean = sum(exposure(scores, i) for i in range(n)) / n
+    assert mean == pytest.approx(1 / math.log(2), abs=0.02)
+
+
+def test_rank_and_exposure_reject_bad_input():
+    with pytest.raises(ValueError):
+        canary_rank(torch.zeros(10), 10)
+    with pytest.raises(ValueError):
+        exposure(torch.zeros(3, 2), 0)
+
+
+def test_candidate_enumeration_matches_whole_sentences():
+    v = Vocab()
+    model = CharLM(len(v), hidden=32, seed=3)
+    prefix = "my PIN is"
+    cand = candidate_log_perplexities(model, v, prefix, k=3, batch_size=77)  # (1000,)
+    canary = Canary(secret="000", prefix=prefix)
+    texts = [canary.format(f"{i:03d}") for i in range(1000)]
+    full = log_perplexity(model, v, texts)
+    prefix_part = float(log_perplexity(model, v, prefix + " ")[0])
+    assert torch.allclose(full, cand + prefix_part, atol=1e-4)
+    assert torch.equal(torch.argsort(full), torch.argsort(cand)) or torch.allclose(full.sort().values, (cand + prefix_part).sort().values, atol=1e-4)
+
+
+def test_beam_search_finds_what_greedy_misses():
+    v = Vocab("\n 0123456789abcdefghijklmnopqrstuvwxyzP")
+    first = {d: 0.25 / 8 for d in "03456789"} | {"1": 0.4, "2": 0.35}
+    table = {
+        (" ", "s"): probs(v, first),  # after "...is ": first digit
+        (" ", "1"): probs(v, {d: 0.1 for d in "0123456789"}),  # after "1 ": flat
+        (" ", "2"): probs(v, {d: (0.9 if d == "7" else 0.1 / 9) for d in "0123456789"}),
+    }
+    table |= {d: probs(v, {" ": 1.0}) for d in "0123456789"}  # a digit is followed by a space
+    model = TableLM(v, table, probs(v, {d: 0.1 for d in "0123456789"}))
+    greedy = extract_secret(model, v, "is", k=2, beam_width=1)
+    beam = extract_secret(model, v, "is", k=2, beam_width=2)
+    assert greedy.secret[0] == "1"
+    assert beam.secret == "27"
+    assert beam.log_perplexity == pytest.approx(-math.log2(0.35 * 0.9), abs=1e-9)
+    assert beam.log_perplexity < greedy.log_perplexity
+
+
+def test_full_beam_is_the_exact_argmin_of_the_enumeration():
+    v = Vocab()
+    model = CharLM(len(v), hidden=32, seed=5)
+    cand = candidate_log_perplexities(model, v, "code", k=2)
+    ext = extract_secret(model, v, "code", k=2, beam_width=100)
+    assert int(ext.secret) == int(cand.argmin())
+    assert ext.log_perplexity == pytest.approx(float(cand.min()), abs=1e-5)
+    assert [s for s, _ in ext.beams] == [f"{i:02d}" for i in torch.argsort(cand, stable=True).tolist()]
+
+
+def test_corpus_and_canaries_are_deterministic():
+    c1, c2 = make_canary(k=6, seed=7), make_canary(k=6, seed=7)
+    assert c1 == c2 and len(c1.secret) == 6 and c1.secret.isdigit()
+    assert make_canary(k=6, seed=8).secret != c1.secret
+    can = Canary(secret="481592", insertions=5)
+    assert can.text == "my PIN is 4 8 1 5 9 2"
+    text = make_corpus(200, canaries=[can], seed=0)
+    assert text == make_corpus(200, canaries=[can], seed=0)
+    assert text != make_corpus(200, canaries=[can], seed=1)
+    assert text.count(can.text) == 5
+    assert len(text.strip().split("\n")) == 205
+    assert make_corpus(200, seed=0).count("my PIN is") == 0
+
+
+def test_training_is_reproducible_and_decoding_recovers_a_memorised_secret():
+    v = Vocab()
+    can = Canary(secret="3141", prefix="my PIN is", insertions=60)
+    text = make_corpus(150, canaries=[can], seed=0)
+    models = []
+    for _ in range(2):
+        m = CharLM(len(v), hidden=64, seed=0)
+        losses = train_lm(m, text, v, steps=150, seq_len=32, batch_size=32, seed=1)
+        models.append(m)
+    assert all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()))
+    assert losses[-1] < 0.5 * losses[0]
+    m = models[0]
+    assert extract_secret(m, v, can.prefix, k=4).secret == "3141"
+    assert generate(m, v, can.prefix, n_chars=8) == " 3 1 4 1"
+    scores = candidate_log_perplexities(m, v, can.prefix, k=4)
+    assert canary_rank(scores, can.index) == 1
+    assert exposure(scores, can.index) == pytest.approx(math.log2(10**4))
+    # an untrained model of the same shape does not know it
+    fresh = CharLM(len(v), hidden=64, seed=0)
+    assert exposure(candidate_log_perplexities(fresh, v, can.prefix, k=4), can.index) < 8
+
+
+def test_generate_sampling_needs_and_follows_a_generator():
+    v = Vocab()
+    m = CharLM(len(v), hidden=16, seed=0)
+    with pytest.raises(ValueError):
+        generate(m, v, "hi", greedy=False)
+    a = generate(m, v, "hi", greedy=False, generator=torch.Generator().manual_seed(0))
+    b = generate(m, v, "hi", greedy=False, generator=torch.Generator().manual_seed(0))
+    assert a == b
+
+
+def test_generalization_gap_on_hand_set_probabilities():
+    pm = torch.tensor([[0.9, 0.1], [0.2, 0.8]])  # members: both right, confident
+    pn = torch.tensor([[0.5, 0.5], [0.7, 0.3]])  # non-members: one right (argmax of a tie is 0), one wrong
+    gap = generalization_gap(pm, torch.tensor([0, 1]), pn, torch.tensor([0, 1]))
+    assert gap.train_accuracy == 1.0 and gap.test_accuracy == 0.5 and gap.accuracy_gap == 0.5
+    assert gap.confidence_members == pytest.approx(0.85)
+    assert gap.confidence_nonmembers == pytest.approx(0.4)
+    h = lambda p: -(p * math.log2(p) + (1 - p) * math.log2(1 - p))  # noqa: E731 - binary entropy, bits = normalized
+    assert gap.entropy_members == pytest.approx((h(0.9) + h(0.8)) / 2)
+    assert gap.entropy_nonmembers == pytest.approx((1.0 + h(0.7)) / 2)
+    assert gap.entropy_gap == pytest.approx(gap.entropy_nonmembers - gap.entropy_members)
+    with pytest.raises(ValueError):
+        generalization_gap(pm, torch.tensor([0, 2]), pn, torch.tensor([0, 1]))
+
+
+@pytest.mark.slow
+def test_exposure_grows_with_insertions_and_the_secret_is_extracted():
+    res = canary_experiment((0, 1, 4, 16), k=5, n_sentences=500, config=LMConfig(), seed=0)
+    e = {r.canary.insertions: r.exposure for r in res}
+    assert e[1] < e[4] < e[16]
+    assert e[16] == pytest.approx(math.log2(10**5))
+    assert res[-1].extracted_ok
+    assert e[0] < 4.0
+    assert not res[0].extracted_ok
