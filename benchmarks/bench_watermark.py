@@ -31,8 +31,9 @@ from labkit.train import evaluate, fit
 
 N_TRIGGERS = 50
 EPSILON = 0.1
+EPSILON_LOOSE = 0.5  # a looser threshold: still far above what unmarked models reach
 HIDDEN = (256,)
-EPOCHS = 80  # No-WM and FROMSCRATCH; PRETRAINED fine-tunes No-WM for mark()'s default 60
+EPOCHS = 80  # No-WM training and both marking modes (mark()'s default)
 
 
 def new_model(seed: int, hidden=HIDDEN) -> MLP:
@@ -91,13 +92,15 @@ def main(argv=None) -> int:
 
     # ---- false positives: independently trained unmarked models, every key
     widths = [(128,), (256,), (128, 64)]
-    fp, trig = 0, []
+    fp, fp_loose, trig = 0, 0, []
     for j in range(args.unmarked):
         model = train_plain(train, 1000 + j, hidden=widths[j % len(widths)])
         for mk, vk in keys:
             fp += wm.verify(mk, vk, model, ground_truth=f, epsilon=EPSILON)
+            fp_loose += wm.verify(mk, vk, model, ground_truth=f, epsilon=EPSILON_LOOSE)
             trig.append(wm.trigger_accuracy(model, mk))
-    print(f"\n## False positives\n\nVerify accepted {fp} of {args.unmarked * len(keys)} (unmarked model, key) pairs "
+    print(f"\n## False positives\n\nVerify (eps={EPSILON}) accepted {fp} and Verify (eps={EPSILON_LOOSE}) accepted {fp_loose} "
+          f"of {args.unmarked * len(keys)} (unmarked model, key) pairs "
           f"({args.unmarked} models: MLP widths {widths}, seeds 1000+, owner's training data); "
           f"their trigger-set accuracy: median {100 * med(trig):.1f}%, max {100 * max(trig):.1f}% "
           f"(Verify needs >= {100 * (1 - EPSILON):.0f}%).")
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     # ---- unremovability
     own = [train_plain(adv, 2000 + s) for s in range(args.seeds)]
     own_acc = med(evaluate(m, test.x, test.y) for m in own)
-    res: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+    res: dict[tuple[str, str], list[tuple[float, float, int, int]]] = {}
     for seed, mk, vk, scratch, pre in marked:
         for wname, model in (("FROMSCRATCH", scratch), ("PRETRAINED", pre)):
             attacked = {"none": model}
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
                 attacked[f"extraction ({output})"] = wm.extraction_attack(model, adv.x, new_model(3000 + seed), output=output, seed=seed)
             for attack, m in attacked.items():
                 res.setdefault((wname, attack), []).append(
-                    (evaluate(m, test.x, test.y), wm.trigger_accuracy(m, mk), wm.verify(mk, vk, m, ground_truth=f, epsilon=EPSILON)))
+                    (evaluate(m, test.x, test.y), wm.trigger_accuracy(m, mk),
+                     wm.verify(mk, vk, m, ground_truth=f, epsilon=EPSILON), wm.verify(mk, vk, m, ground_truth=f, epsilon=EPSILON_LOOSE)))
     print(f"\n## Unremovability (median over {args.seeds} seeds; adversary: 400 held-out labelled digits; "
           f"fine-tuning: Adam lr 1e-3, 20 epochs; extraction: labkit.extraction.train_surrogate on the same 400 inputs)\n")
     rows = []
@@ -147,9 +151,11 @@ def main(argv=None) -> int:
         rows.append({
             "marked model": wname,
             "attack": attack,
-            "test acc. (%)": f"{100 * med(a for a, _, _ in v):.1f}",
-            "trigger-set acc. (%)": f"{100 * med(t for _, t, _ in v):.1f}",
-            f"Verify (eps={EPSILON})": f"{sum(x for _, _, x in v)}/{len(v)}",
+            "test acc. (%)": f"{100 * med(r[0] for r in v):.1f}",
+            "trigger-set acc. (%)": f"{100 * med(r[1] for r in v):.1f}",
+            "trigger acc. min-max (%)": f"{100 * min(r[1] for r in v):.0f}-{100 * max(r[1] for r in v):.0f}",
+            f"Verify (eps={EPSILON})": f"{sum(r[2] for r in v)}/{len(v)}",
+            f"Verify (eps={EPSILON_LOOSE})": f"{sum(r[3] for r in v)}/{len(v)}",
         })
     print(format_table(rows))
     print(f"\nReference: a model the adversary trains on its own 400 records reaches {100 * own_acc:.1f}% test accuracy "

@@ -89,11 +89,10 @@ def format_table(rows: Sequence[Mapping[str, object]], *, columns: Sequence[str]
     columns = list(columns or rows[0].keys())
 
     def cell(v: object) -> str:
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return str(v)
+        text = format(float(v), floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+        return text.replace("|", "\\|")  # a bare | would end the cell
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 

@@ -295,3 +295,10 @@ def test_forbid_restores_after_an_error():
         with grading.forbid(_reference):
             raise KeyError("boom")
     assert _reference(1) == 2
+
+
+def test_format_table_escapes_pipes_and_formats_floats():
+    from labkit.plots import format_table
+
+    text = format_table([{"a|b": 0.12345, "n": 3}])
+    assert text.splitlines() == ["| a\\|b | n |", "|---|---|", "| 0.123 | 3 |"]

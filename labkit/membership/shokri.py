@@ -14,12 +14,15 @@ The attacker sees the target ``f_target`` only through a prediction API
    class ``y`` for ``Pr[(x, y) in D_target^train]`` (:meth:`PerClassAttack.scores`).
 
 Design choice for ``f_attack``: by default each per-class model is a logistic regression on the
-**logarithm of the raw prediction vector** (classes in their original order, probabilities
-clipped at ``1e-7``, standardised per class). On our Purchase-like targets it matched a small
-MLP, beat the untransformed vector, and trains for 100 classes at once in seconds. The raw order
-(not the sorted vector) is kept so that a label-only API, whose answers become one-hot vectors,
-still tells the attack *which* class was predicted (the mislabelling signal of Shokri et al.,
-Section VI). ``features="sorted"``/``"log_sorted"`` and ``hidden=(64,)`` give the other variants.
+**sorted prediction vector followed by the probability of the record's label**,
+``(sort(y_hat), y_hat_y)`` (standardised per class). Sorting makes the input independent of which
+wrong classes get probability mass, so ~100 features learned from a few hundred records per class
+do not overfit, and top-k, rounding and temperature leave it informative; the extra entry
+``y_hat_y`` says whether the prediction is right, which is all a label-only API still reveals
+(its answers become one-hot vectors; the mislabelling signal of Shokri et al., Section VI). On
+our Purchase-like targets the raw (unsorted) vector overfits badly under top-3 or temperature,
+and a small MLP (``hidden=(64,)``) is no better than logistic regression. ``features="raw"`` or
+``"sorted"`` give the other variants.
 
 The experiment functions at the end rebuild the paper's tables on :func:`labkit.data.make_purchase`:
 overfitting vs attack success (Table II), shadow data sources (Figure 9) and mitigations
@@ -68,8 +71,7 @@ __all__ = [
     "mitigation_table",
 ]
 
-_FEATURES = ("raw", "log", "sorted", "log_sorted")
-_LOG_FLOOR = 1e-7  # probabilities below this (zeros of top-k / rounding) are clipped before the log
+_FEATURES = ("raw", "sorted", "sorted_label")
 
 
 # ============================================================================ shadow models
@@ -254,27 +256,33 @@ def _answers(f: Callable, x: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ per-class attack models
-def attack_features(y_hat: torch.Tensor, *, features: str = "log") -> torch.Tensor:
-    """The input of ``f_attack`` computed from prediction vectors ``(N, C)``.
+def attack_features(y_hat: torch.Tensor, y: torch.Tensor, *, features: str = "sorted_label") -> torch.Tensor:
+    """The input of ``f_attack`` computed from prediction vectors ``(N, C)`` and labels ``(N,)``.
 
     Args:
-        y_hat: float ``(N, C)``.
-        features: ``"raw"`` (the vector), ``"log"`` (``log max(y_hat, 1e-7)``, raw class order),
-            ``"sorted"`` (descending) or ``"log_sorted"``.
+        y_hat: float ``(N, C)`` prediction vectors (one-hot for a label-only API).
+        y: int64 ``(N,)``, the records' labels.
+        features: ``"sorted_label"`` (default): ``y_hat`` sorted in decreasing order, then
+            ``y_hat[y]``, shape ``(N, C + 1)``; ``"sorted"``: the sorted vector ``(N, C)``;
+            ``"raw"``: ``y_hat`` itself ``(N, C)``.
 
     Returns:
-        float32 ``(N, C)``.
+        float32 ``(N, C)`` or ``(N, C + 1)``.
     """
     if features not in _FEATURES:
         raise ValueError(f"features must be one of {_FEATURES}, got {features!r}")
     if not isinstance(y_hat, torch.Tensor) or y_hat.dim() != 2:
         raise ValueError(f"y_hat must be a tensor of prediction vectors (N, C), got {getattr(y_hat, 'shape', type(y_hat).__name__)}")
+    y = torch.as_tensor(y).long().to(y_hat.device)
+    if y.shape != (y_hat.shape[0],):
+        raise ValueError(f"y must have shape ({y_hat.shape[0]},) (one label per prediction vector), got {tuple(y.shape)}")
     v = y_hat.float()
-    if features in ("sorted", "log_sorted"):
-        v = v.sort(dim=1, descending=True).values
-    if features in ("log", "log_sorted"):
-        v = torch.log(v.clamp_min(_LOG_FLOOR))
-    return v
+    if features == "raw":
+        return v
+    srt = v.sort(dim=1, descending=True).values  # (N, C)
+    if features == "sorted":
+        return srt
+    return torch.cat([srt, v.gather(1, y[:, None])], dim=1)  # (N, C + 1)
 
 
 @dataclass
@@ -282,14 +290,14 @@ class PerClassAttack:
     """One binary attack model per class: ``models[c]`` judges records labelled ``c``.
 
     Attributes:
-        models: ``models[c]`` maps attack features ``(N, C)`` to logits ``(N, 2)`` over
+        models: ``models[c]`` maps attack features (see :func:`attack_features`) to logits ``(N, 2)`` over
             ("out", "in"), or is None when the training set had no records of class ``c``
             (those records then score 0.5).
         features: the feature transform (see :func:`attack_features`).
     """
 
     models: list[nn.Module | None]
-    features: str = "log"
+    features: str = "sorted_label"
 
     @property
     def n_classes(self) -> int:
@@ -306,7 +314,7 @@ class PerClassAttack:
         y = torch.as_tensor(y).long().cpu()
         if y.shape != (y_hat.shape[0],):
             raise ValueError(f"y must have shape ({y_hat.shape[0]},), got {tuple(y.shape)}")
-        feats = attack_features(y_hat, features=self.features)
+        feats = attack_features(y_hat, y, features=self.features)
         out = torch.full((y.shape[0],), 0.5)
         for c in torch.unique(y).tolist():
             model = self.models[c]
@@ -324,7 +332,7 @@ class PerClassAttack:
 def train_attack_models(
     attack_set: AttackSet,
     *,
-    features: str = "log",
+    features: str = "sorted_label",
     hidden: Sequence[int] = (),
     epochs: int = 300,
     lr: float = 1e-2,
@@ -341,14 +349,14 @@ def train_attack_models(
 
     Args:
         attack_set: from :func:`build_attack_set`.
-        features: input transform, see :func:`attack_features` (default ``"log"``).
+        features: input transform, see :func:`attack_features` (default ``"sorted_label"``).
         hidden: ``()`` for logistic regression (default), e.g. ``(64,)`` for a ReLU MLP.
         epochs: full-batch Adam steps.
         lr, weight_decay: Adam's step size and L2 penalty.
         seed: seed or generator for the initialisation of MLPs.
 
     Returns:
-        :class:`PerClassAttack` with :class:`labkit.models.LogisticRegression` (C -> 2) or
+        :class:`PerClassAttack` with :class:`labkit.models.LogisticRegression` (D -> 2) or
         :class:`labkit.models.MLP` models.
 
     Shokri et al. (2017), Section IV-C: "we train a collection of c_target attack models, one
@@ -362,7 +370,7 @@ def train_attack_models(
     if len(hidden) > 1 or any(h < 1 for h in hidden):
         raise ValueError(f"hidden must be () or one width such as (64,), got {hidden}")
     C = attack_set.n_classes
-    feats = attack_features(attack_set.y_hat.cpu(), features=features)  # (N, C)
+    feats = attack_features(attack_set.y_hat.cpu(), attack_set.y.cpu(), features=features)  # (N, D)
     # Pad the classes into one (C, n_max, C) block; `w` marks real records.
     xp, mp, w = _pad_by_class(feats, attack_set.y.cpu(), attack_set.member.float().cpu(), C)
     count = w.sum(dim=1).clamp_min(1)  # (C,)
@@ -545,7 +553,7 @@ def shokri_attack(
     setting: TargetSetting | None = None,
     n_train: int | None = None,
     shadows: ShadowModels | None = None,
-    features: str = "log",
+    features: str = "sorted_label",
     hidden: Sequence[int] = (),
     seed: int | torch.Generator | None = 0,
 ) -> ShokriAttack:
@@ -656,7 +664,7 @@ def overfitting_table(
     *,
     setting: TargetSetting | None = None,
     k: int = 10,
-    features: str = "log",
+    features: str = "sorted_label",
     hidden: Sequence[int] = (),
     n_eval: int | None = None,
     seed: int = 0,
@@ -707,7 +715,7 @@ def shadow_data_table(
     pool_size: int = 6_000,
     sources: Sequence[str] = ("real", "noisy 10%", "noisy 20%", "marginal", "model-based"),
     synthesis: SynthesisConfig = SynthesisConfig(),
-    features: str = "log",
+    features: str = "sorted_label",
     hidden: Sequence[int] = (),
     n_eval: int | None = None,
     seed: int = 0,
@@ -803,7 +811,7 @@ def mitigation_table(
     k: int = 10,
     policies: Mapping[str, OutputPolicy] = MITIGATION_POLICIES,
     l2: Sequence[float] = (1e-4, 1e-3, 1e-2),
-    features: str = "log",
+    features: str = "sorted_label",
     hidden: Sequence[int] = (),
     n_eval: int | None = None,
     seed: int = 0,
