@@ -23,6 +23,7 @@ denoising autoencoder and sharpening). AUXTERM defaults to zero; :func:`l2_penal
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -186,8 +187,9 @@ def mi_face(
     x = torch.zeros(1, *shape, device=device)  # x_0 = 0, (1, *input_shape)
     with torch.no_grad():
         n_classes = f(x).shape[1]
-    if isinstance(label, bool) or not isinstance(label, (int,)) or not 0 <= label < n_classes:
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < n_classes:
         raise ValueError(f"label must be an int in [0, {n_classes - 1}], got {label!r}")
+    label = int(label)
 
     x.requires_grad_(True)
     c = cost_of(x)

@@ -320,7 +320,7 @@ def train_lm(
 
 
 @torch.no_grad()
-def log_perplexity(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], *, context: str = "\n") -> torch.Tensor:
+def log_perplexity(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], *, context: str = "\n", batch_size: int = 4096) -> torch.Tensor:
     """Log-perplexity in bits: ``-sum_i log2 Pr(x_i | context, x_1 .. x_{i-1})`` of each text.
 
     Args:
@@ -329,6 +329,7 @@ def log_perplexity(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], *
         texts: one string or a list of strings of equal length.
         context: text fed before each one and not scored (default ``"\\n"``, a sentence start
             as in the training corpus). Must be non-empty: the first character needs a context.
+        batch_size: most texts per model call.
 
     Returns:
         float64 tensor ``(N,)`` (``(1,)`` for a single string).
@@ -344,12 +345,14 @@ def log_perplexity(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], *
         raise ValueError(f"texts must be non-empty strings of equal length, got lengths {sorted(lengths)}")
     device = device_of(model)
     c = len(context)
-    ids = torch.stack([vocab.encode(context + t) for t in texts]).to(device)  # (N, c + T)
     model.eval()
-    logits, _ = model(ids[:, :-1])  # (N, c + T - 1, V)
-    logp = torch.log_softmax(logits.double(), dim=-1)[:, c - 1 :]  # predictions of the text's tokens (N, T, V)
-    target = ids[:, c:]  # (N, T)
-    return -logp.gather(2, target[..., None]).squeeze(2).sum(1).cpu() / LN2
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = torch.stack([vocab.encode(context + t) for t in texts[start : start + batch_size]]).to(device)  # (b, c + T)
+        logits, _ = model(ids[:, :-1])  # (b, c + T - 1, V)
+        logp = torch.log_softmax(logits.double(), dim=-1)[:, c - 1 :]  # predictions of the text's tokens (b, T, V)
+        out.append(-logp.gather(2, ids[:, c:, None]).squeeze(2).sum(1).cpu() / LN2)
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -437,7 +440,7 @@ def canary_rank(log_perplexities, secret_index: int) -> int:
     s = _as_scores(log_perplexities)
     if isinstance(secret_index, bool) or not isinstance(secret_index, (int, np.integer)) or not 0 <= secret_index < len(s):
         raise ValueError(f"secret_index must be an int in [0, {len(s) - 1}], got {secret_index!r}")
-    return 1 + int((s < s[int(secret_index)]).sum())
+    return 1 + int((s <= s[int(secret_index)]).sum()) - 1
 
 
 def exposure(log_perplexities, secret_index: int) -> float:

@@ -471,12 +471,14 @@ def mixed_batches(
     y = as_labels(y, name="y", n=x.shape[0])
     if batch_size < 1 or k < 0:
         raise ValueError(f"batch_size must be >= 1 and k >= 0, got batch_size={batch_size}, k={k}")
-    gen = make_generator(generator)
     N, n = x.shape[0], len(b)
+    if n == 0 and k > 0:
+        raise ValueError(f"the trigger set is empty but k={k} trigger records per batch were asked for")
+    gen = make_generator(generator)
     n_batches = math.ceil(N / batch_size)
     order = torch.randperm(N, generator=gen)  # (N,)
     n_perms = math.ceil(n_batches * k / n) if n else 0
-    trig = torch.cat([torch.randperm(n, generator=gen) for _ in range(n_perms)] or [torch.zeros(0, dtype=torch.int64)])
+    trig = torch.cat([torch.randperm(n, generator=gen) for _ in range(n_perms)] + [torch.zeros(0, dtype=torch.int64)])
     trig = trig[: n_batches * k].reshape(n_batches, k)  # (n_batches, k)
     T, T_L = b.T.to(x.device), b.T_L.to(x.device)
     batches = []

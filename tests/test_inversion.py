@@ -96,6 +96,17 @@ def test_beta_rule_and_argmin(beta, stop_at):
     assert float(res.x[0]) == pytest.approx(points[1], abs=1e-6)
 
 
+@pytest.mark.parametrize("beta", [1, 3])
+def test_a_plateau_triggers_the_beta_rule(beta):
+    # PROCESS clips x_1 to 0.3, so x_1 = x_2 = ... = (0.3, 0) and every cost after c(x_0) = 0.5 is
+    # the same: the rule fires once c(x_0) has left the window of the last beta costs, at i = beta + 1
+    res = mi_face(OneFeatureLogit(), 1, alpha=50, beta=beta, gamma=0.0, lam=10.0, process=clip_to_range(-1.0, 0.3))
+    assert res.stop == "beta" and res.n_steps == beta + 1
+    assert res.costs[1:] == pytest.approx([cost_at(0.3)] * (beta + 1), abs=1e-6)
+    assert len(set(res.costs[1:])) == 1
+    assert res.best_step == 1  # the first of equal minima
+
+
 def test_auxterm_enters_the_cost_and_wrong_label_is_costly():
     shift = lambda x: torch.tensor(0.25)  # noqa: E731 - a constant AUXTERM
     res = mi_face(OneFeatureLogit(), 1, alpha=3, beta=5, gamma=0.0, lam=1.0, auxterm=shift)

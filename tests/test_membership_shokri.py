@@ -6,12 +6,14 @@ import torch
 from torch import nn
 
 from labkit.data import Data, make_splits
-from labkit.oracle import Oracle
+from labkit.oracle import Oracle, OutputPolicy
 from labkit.train import predict_proba
 from labkit.membership import (
     AttackSet,
     build_attack_set,
     attack_features,
+    attack_scenario,
+    make_scenario,
     evaluate_attack,
     membership_set,
     prediction_vectors,
@@ -185,19 +187,11 @@ def test_shokri_attack_beats_chance_on_a_small_overfit_target():
 @pytest.mark.slow
 def test_purchase_100_target_and_attack_match_the_lecture():
     """Purchase-like, 100 classes: train >= 0.99, test in [0.6, 0.75], attack AUC >= 0.88; label-only near 0.66."""
-    from labkit.membership.shokri import _setup, _train_target_and_shadows
-
-    setting = purchase_target_setting()
-    splits = _setup(setting, 0)
-    target, shadows = _train_target_and_shadows(setting, splits, splits.shadow, k=4, seed=1)
-    train_acc = float((predict_proba(target, splits.target_train.x).argmax(1) == splits.target_train.y).float().mean())
-    test_acc = float((predict_proba(target, splits.target_test.x).argmax(1) == splits.target_test.y).float().mean())
+    scenario = make_scenario(purchase_target_setting(), k=4, seed=0)
+    train_acc, test_acc = scenario.train_accuracy(), scenario.test_accuracy()
     assert train_acc >= 0.99 and 0.6 <= test_acc <= 0.75
-    ev = membership_set(splits.target_train, splits.target_test, seed=2)
-    full = Oracle(target)
-    report = evaluate_attack(shokri_attack(full, splits.shadow, k=4, shadows=shadows).score_records(full, ev.x, ev.y), ev.is_member)
-    assert report.auc >= 0.88 and report.precision > 0.8
-    label = Oracle(target, output="label")
-    report_label = evaluate_attack(shokri_attack(label, splits.shadow, k=4, shadows=shadows).score_records(label, ev.x, ev.y), ev.is_member)
+    report = attack_scenario(scenario)
+    assert report.auc >= 0.88 and report.precision > 0.8, report
+    report_label = attack_scenario(scenario, policy=OutputPolicy(output="label"))
     # only right/wrong is left: accuracy about (1 + train acc - test acc) / 2
     assert report_label.accuracy == pytest.approx((1 + train_acc - test_acc) / 2, abs=0.05)

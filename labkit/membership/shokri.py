@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Data, make_splits
+from ..data import Data, Splits, make_splits
 from ..metrics import normalized_entropy, precision_recall, roc_auc, tpr_at_fpr
 from ..models import MLP, LogisticRegression
 from ..oracle import Oracle, OutputPolicy
-from ..train import fit_batched
+from ..train import evaluate, fit_batched, predict_proba
 from ..utils import make_generator, progress, spawn_seed
 from .lira import TargetSetting, purchase_target_setting
 from .synthesis import SynthesisResult, marginal_synthesis, noisy_data, synthesize_batch
@@ -66,6 +66,9 @@ __all__ = [
     "shokri_attack",
     "SynthesisConfig",
     "MITIGATION_POLICIES",
+    "Scenario",
+    "make_scenario",
+    "attack_scenario",
     "overfitting_table",
     "shadow_data_table",
     "mitigation_table",
@@ -248,8 +251,6 @@ def build_attack_set(
 def _answers(f: Callable, x: torch.Tensor) -> torch.Tensor:
     """``f(x)``; a bare nn.Module (logits) is turned into probabilities."""
     if isinstance(f, nn.Module):
-        from ..train import predict_proba
-
         return predict_proba(f, x)
     with torch.no_grad():
         return f(x)
@@ -390,10 +391,10 @@ def train_attack_models(
         def logit(x):
             return torch.baddbmm(params[3], torch.relu(torch.baddbmm(params[1], x, params[0])), params[2])[..., 0]
     else:
-        params = [nn.Parameter(torch.zeros(C, D, 1)), nn.Parameter(torch.zeros(C, 1, 1))]
+        params = [nn.Parameter(torch.zeros(C, D)), nn.Parameter(torch.zeros(C, 1))]
 
-        def logit(x):
-            return torch.baddbmm(params[1], x, params[0])[..., 0]
+        def logit(x):  # (C, n_max, D) -> (C, n_max); a product and a sum beat a bmm with one column
+            return (x * params[0][:, None, :]).sum(dim=2) + params[1]
 
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     # Each class's loss is its own mean; summing over classes keeps the classes independent.
@@ -420,8 +421,8 @@ def train_attack_models(
                 lin2.bias.copy_(torch.cat([torch.zeros(1), params[3][c, 0]]))
             else:
                 m = LogisticRegression(D, 2)  # binary: logits [0, w.x + b]
-                m.linear.weight.copy_((params[0][c, :, 0] * scale)[None])
-                m.linear.bias.copy_(params[1][c, 0] + shift @ params[0][c])
+                m.linear.weight.copy_((params[0][c] * scale)[None])
+                m.linear.bias.copy_(params[1][c] + shift @ params[0][c])
             models.append(m.eval())
     return PerClassAttack(models=models, features=features)
 
@@ -625,37 +626,102 @@ MITIGATION_POLICIES: dict[str, OutputPolicy] = {
 """The output policies of the lecture's mitigation table (Shokri et al. 2017, Section VI)."""
 
 
-def _setup(setting: TargetSetting, seed: int | torch.Generator | None):
-    """Population, target train/test split and the attacker's disjoint pool."""
+@dataclass
+class Scenario:
+    """A target model, its data and shadow models trained like it: the setting of one experiment.
+
+    Attributes:
+        setting: the data and training recipe (shared by target and shadows).
+        splits: ``target_train`` (members), ``target_test`` (non-members) and ``shadow``, the
+            attacker's pool of real records, disjoint from both.
+        target: ``f_target``, trained on ``splits.target_train``.
+        shadows: ``k`` shadow models trained on random disjoint train/test halves drawn from
+            ``splits.shadow``.
+    """
+
+    setting: TargetSetting
+    splits: Splits
+    target: nn.Module
+    shadows: ShadowModels
+
+    def evaluation_set(self, *, n: int | None = None, seed: int | torch.Generator | None = 0) -> MembershipSet:
+        """``n`` members and ``n`` non-members of the target (default: all ``n_train`` of each)."""
+        return membership_set(self.splits.target_train, self.splits.target_test, n=n, seed=seed)
+
+    def train_accuracy(self) -> float:
+        return _accuracy(self.target, self.splits.target_train)
+
+    def test_accuracy(self) -> float:
+        return _accuracy(self.target, self.splits.target_test)
+
+
+def make_scenario(setting: TargetSetting | None = None, *, k: int = 4, seed: int = 0) -> Scenario:
+    """Build a :class:`Scenario`: split the population, train the target and ``k`` shadows.
+
+    The population ``setting.data()`` is cut into the target's training set and test set
+    (``n_train`` records each) and the attacker's pool (the rest). Target and shadows are trained
+    in one batched ensemble: same recipe, independent members (this only saves time; the attack
+    still sees the target through an :class:`~labkit.oracle.Oracle`).
+
+    Args:
+        setting: default :func:`purchase_target_setting`.
+        k: number of shadow models.
+        seed: seed of the split and of the training.
+    """
+    setting = setting or purchase_target_setting()
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
     data = setting.data()
     n = setting.n_train
+    if len(data) < 4 * n:
+        raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
     splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=seed)
-    return splits
+    gen = make_generator(seed + 1)
+    train, test = _shadow_splits(splits.shadow, k=k, n_train=n, generator=gen)
+    models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
+    return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train, test=test))
 
 
-def _run_attack(target: nn.Module, splits, *, policy: OutputPolicy, shadows: ShadowModels, features: str, hidden, n_eval: int | None, seed) -> AttackReport:
-    oracle = Oracle(target, policy)
-    result = shokri_attack(oracle, splits.shadow, k=len(shadows), shadows=shadows, features=features, hidden=hidden, seed=seed)
-    ev = membership_set(splits.target_train, splits.target_test, n=n_eval, seed=seed)
+def _shadow_splits(pool: Data, *, k: int, n_train: int, generator: torch.Generator) -> tuple[list[Data], list[Data]]:
+    train, test = [], []
+    for i in range(k):
+        perm = torch.randperm(len(pool), generator=generator)
+        train.append(pool.subset(perm[:n_train], name=f"shadow{i}/train"))
+        test.append(pool.subset(perm[n_train : 2 * n_train], name=f"shadow{i}/test"))
+    return train, test
+
+
+def attack_scenario(
+    scenario: Scenario,
+    *,
+    policy: OutputPolicy = OutputPolicy(),
+    shadows: ShadowModels | None = None,
+    features: str = "sorted_label",
+    hidden: Sequence[int] = (),
+    n_eval: int | None = None,
+    seed: int = 0,
+) -> AttackReport:
+    """Run Shokri et al.'s attack on a scenario's target behind an API with output ``policy``.
+
+    Args:
+        scenario: from :func:`make_scenario`.
+        policy: the API's output policy, known to the attacker and applied to the shadows too.
+        shadows: shadow models to use instead of ``scenario.shadows`` (e.g. trained on
+            synthetic data).
+        features, hidden: attack model options (:func:`train_attack_models`).
+        n_eval: members and non-members evaluated (default: all).
+        seed: seed of the attack models and of the evaluation sample.
+
+    Returns:
+        :class:`AttackReport` on equal numbers of members and non-members.
+    """
+    oracle = Oracle(scenario.target, policy)
+    result = shokri_attack(oracle, scenario.splits.shadow, k=1, shadows=shadows or scenario.shadows, features=features, hidden=hidden, seed=seed)
+    ev = scenario.evaluation_set(n=n_eval, seed=seed)
     return evaluate_attack(result.score_records(oracle, ev.x, ev.y), ev.is_member)
 
 
-def _train_target_and_shadows(setting: TargetSetting, splits, pool: Data, *, k: int, seed) -> tuple[nn.Module, ShadowModels]:
-    """Target and ``k`` shadows trained together as one ensemble (identical recipe, independent members)."""
-    gen = make_generator(seed)
-    n = setting.n_train
-    train, test = [], []
-    for i in range(k):
-        perm = torch.randperm(len(pool), generator=gen)
-        train.append(pool.subset(perm[:n], name=f"shadow{i}/train"))
-        test.append(pool.subset(perm[n : 2 * n], name=f"shadow{i}/test"))
-    models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
-    return models[0], ShadowModels(models=models[1:], train=train, test=test)
-
-
 def _accuracy(model: nn.Module, data: Data) -> float:
-    from ..train import evaluate
-
     return evaluate(model, data.x, data.y)
 
 
@@ -663,7 +729,7 @@ def overfitting_table(
     n_classes: Sequence[int] = (2, 10, 20, 50, 100),
     *,
     setting: TargetSetting | None = None,
-    k: int = 10,
+    k: int = 4,
     features: str = "sorted_label",
     hidden: Sequence[int] = (),
     n_eval: int | None = None,
@@ -671,26 +737,20 @@ def overfitting_table(
 ) -> list[dict]:
     """Overfitting vs attack success on Purchase-like data with 2-100 classes (Shokri et al., Table II).
 
-    For each number of classes: a target and ``k`` shadows (real disjoint data) trained with the
-    same recipe, the per-class attack, evaluated on ``n_eval`` members and ``n_eval``
-    non-members. The population, recipe and ``n_train`` come from ``setting`` (default
-    :func:`purchase_target_setting`), with ``n_classes`` replaced.
+    For each number of classes: a :func:`make_scenario` with ``setting`` (default
+    :func:`purchase_target_setting`) whose ``n_classes`` is replaced, then the per-class attack.
 
     Returns:
         rows ``{"classes", "train acc", "test acc", "gap", "precision", "recall", "accuracy",
         "AUC", "uncertainty in", "uncertainty out"}`` (uncertainty: mean normalized entropy of
-        the target's predictions on members and non-members).
+        the target's predictions on members and on non-members).
     """
     setting = setting or purchase_target_setting()
     rows = []
-    for C in progress(n_classes, desc="classes"):
-        s = dataclasses.replace(setting, n_classes=int(C))
-        splits = _setup(s, seed)
-        target, shadows = _train_target_and_shadows(s, splits, splits.shadow, k=k, seed=seed + 1)
-        report = _run_attack(target, splits, policy=OutputPolicy(), shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=seed + 2)
-        from ..train import predict_proba
-
-        train_acc, test_acc = _accuracy(target, splits.target_train), _accuracy(target, splits.target_test)
+    for C in progress(list(n_classes), desc="classes"):
+        sc = make_scenario(dataclasses.replace(setting, n_classes=int(C)), k=k, seed=seed)
+        report = attack_scenario(sc, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
+        train_acc, test_acc = sc.train_accuracy(), sc.test_accuracy()
         rows.append(
             {
                 "classes": int(C),
@@ -701,17 +761,17 @@ def overfitting_table(
                 "recall": report.recall,
                 "accuracy": report.accuracy,
                 "AUC": report.auc,
-                "uncertainty in": float(normalized_entropy(predict_proba(target, splits.target_train.x)).mean()),
-                "uncertainty out": float(normalized_entropy(predict_proba(target, splits.target_test.x)).mean()),
+                "uncertainty in": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_train.x)).mean()),
+                "uncertainty out": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_test.x)).mean()),
             }
         )
     return rows
 
 
 def shadow_data_table(
+    scenario: Scenario | None = None,
     *,
-    setting: TargetSetting | None = None,
-    k: int = 10,
+    k: int = 4,
     pool_size: int = 6_000,
     sources: Sequence[str] = ("real", "noisy 10%", "noisy 20%", "marginal", "model-based"),
     synthesis: SynthesisConfig = SynthesisConfig(),
@@ -722,8 +782,8 @@ def shadow_data_table(
 ) -> list[dict]:
     """Attack quality for different sources of shadow training data (Shokri et al., Figure 9).
 
-    Every source yields a pool of ``pool_size`` labelled records, from which the ``k`` shadows
-    draw their train and test sets:
+    Every source yields a pool of ``pool_size`` labelled records, from which ``k`` new shadows
+    draw their train and test sets (the scenario's own shadows are not used):
 
     * ``"real"``: real records disjoint from the target's;
     * ``"noisy 10%"`` / ``"noisy 20%"``: those real records with 10% / 20% of features flipped;
@@ -731,22 +791,25 @@ def shadow_data_table(
     * ``"model-based"``: records synthesized by querying the target (:func:`synthesize_batch`,
       classes assigned round-robin), which needs no data at all.
 
+    Args:
+        scenario: the target (default: ``make_scenario(k=1)``).
+
     Returns:
         rows ``{"shadow data", "records", "queries/record", "precision", "recall", "accuracy",
         "AUC", "TPR@1%FPR"}`` ("queries/record" only for model-based synthesis).
     """
-    setting = setting or purchase_target_setting()
+    scenario = scenario or make_scenario(k=1, seed=seed)
+    setting = scenario.setting
     if 2 * setting.n_train > pool_size:
         raise ValueError(f"pool_size must be at least 2 * n_train = {2 * setting.n_train}, got {pool_size}")
-    splits = _setup(setting, seed)
-    if pool_size > len(splits.shadow):
-        raise ValueError(f"pool_size must be at most {len(splits.shadow)} (the real records left), got {pool_size}")
+    real_all = scenario.splits.shadow
+    if pool_size > len(real_all):
+        raise ValueError(f"pool_size must be at most {len(real_all)} (the attacker's real records), got {pool_size}")
     gen = make_generator(seed + 3)
-    real = splits.shadow.subset(torch.randperm(len(splits.shadow), generator=gen)[:pool_size], name="real")
-    target = train_models_like_target([splits.target_train], setting=setting, seed=seed + 1)[0]
-    oracle = Oracle(target)
+    real = real_all.subset(torch.randperm(len(real_all), generator=gen)[:pool_size], name="real")
+    oracle = Oracle(scenario.target)
     rows = []
-    for source in sources:
+    for source in progress(list(sources), desc="shadow data"):
         queries = float("nan")
         if source == "real":
             pool = real
@@ -755,14 +818,14 @@ def shadow_data_table(
         elif source == "marginal":
             pool = marginal_synthesis(real, pool_size, generator=gen)
         elif source == "model-based":
-            # more chains than records needed, so that failed chains still leave pool_size records
             res = _synthesize_pool(oracle, pool_size, setting.n_classes, synthesis, gen)
-            pool, queries = res.data(setting.n_classes, name="model-based"), res.queries_per_record
+            queries = res.queries_per_record
+            pool = res.data(setting.n_classes, name="model-based")
             pool = pool.subset(torch.arange(min(pool_size, len(pool))))
         else:
-            raise ValueError(f"unknown shadow data source {source!r}; use 'real', 'noisy 10%', 'marginal' or 'model-based'")
+            raise ValueError(f"unknown shadow data source {source!r}; use 'real', 'noisy 10%', 'noisy 20%', 'marginal' or 'model-based'")
         shadows = train_shadow_models(pool, k=k, setting=setting, seed=spawn_seed(gen))
-        report = _run_attack(target, splits, policy=OutputPolicy(), shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=seed + 2)
+        report = attack_scenario(scenario, shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
         rows.append(
             {
                 "shadow data": source,
@@ -778,14 +841,13 @@ def shadow_data_table(
     return rows
 
 
-def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfig, gen: torch.Generator):
+def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfig, gen: torch.Generator) -> SynthesisResult:
     """Run SYNTHESIZE chains (classes round-robin) until ``n`` records exist; merge the results."""
-    parts = []
-    have = 0
-    chains = n
+    parts: list[SynthesisResult] = []
+    have, chains, started = 0, n, 0
     for _ in range(10):
-        start = sum(p.classes.numel() for p in parts)
-        classes = (torch.arange(chains) + start) % n_classes
+        classes = (torch.arange(chains) + started) % n_classes
+        started += chains
         res = synthesize_batch(
             oracle, classes, k_max=cfg.k_max, k_min=cfg.k_min, conf_min=cfg.conf_min, rej_max=cfg.rej_max,
             iter_max=cfg.iter_max, p_one=cfg.p_one, generator=gen,
@@ -794,7 +856,7 @@ def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfi
         have += res.n_records
         if have >= n:
             break
-        rate = max(have / sum(p.classes.numel() for p in parts), 0.05)
+        rate = max(have / started, 0.05)  # success rate so far: start enough chains for the rest
         chains = int(math.ceil((n - have) / rate * 1.1))
     return SynthesisResult(
         x=torch.cat([p.x for p in parts]),
@@ -806,9 +868,8 @@ def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfi
 
 
 def mitigation_table(
+    scenario: Scenario | None = None,
     *,
-    setting: TargetSetting | None = None,
-    k: int = 10,
     policies: Mapping[str, OutputPolicy] = MITIGATION_POLICIES,
     l2: Sequence[float] = (1e-4, 1e-3, 1e-2),
     features: str = "sorted_label",
@@ -818,29 +879,32 @@ def mitigation_table(
 ) -> list[dict]:
     """Re-run the lecture's mitigation table on Purchase-like data (Shokri et al. 2017, Section VI).
 
-    Output policies (top-k, label only, rounding, temperature) degrade the *same* target's
-    answers; the attacker knows the policy and applies it to its shadows' answers too. L2
-    regularisation retrains the target with ``weight_decay = lambda``, and the attacker trains its
-    shadows the same way. Shadows use real records disjoint from the target's.
+    Output policies (top-k, label only, rounding, temperature) degrade the answers of the
+    scenario's target; the attacker knows the policy and applies it to its shadows' answers too.
+    L2 regularisation retrains target and shadows (same data, same number of shadows) with
+    ``weight_decay = lambda``: the attacker trains its shadows the way the target was trained.
+
+    Args:
+        scenario: the unprotected target and its shadows (default: ``make_scenario()``).
 
     Returns:
         rows ``{"mitigation", "test acc", "attack acc", "precision", "recall", "AUC"}``.
     """
-    setting = setting or purchase_target_setting()
-    splits = _setup(setting, seed)
-    rows = []
-    target, shadows = _train_target_and_shadows(setting, splits, splits.shadow, k=k, seed=seed + 1)
-    test_acc = _accuracy(target, splits.target_test)
+    scenario = scenario or make_scenario(seed=seed)
+    test_acc = scenario.test_accuracy()
 
-    def row(name, acc, report):
+    def row(name: str, acc: float, report: AttackReport) -> dict:
         return {"mitigation": name, "test acc": acc, "attack acc": report.accuracy, "precision": report.precision, "recall": report.recall, "AUC": report.auc}
 
-    for name, policy in progress(list(policies.items()), desc="policies"):
-        report = _run_attack(target, splits, policy=policy, shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=seed + 2)
+    rows = []
+    for name, policy in progress(list(policies.items()), desc="output policies"):
+        report = attack_scenario(scenario, policy=policy, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
         rows.append(row(name, test_acc, report))
+    shadows = scenario.shadows
     for lam in progress(list(l2), desc="L2"):
-        s = dataclasses.replace(setting, weight_decay=float(lam))
-        target_l2, shadows_l2 = _train_target_and_shadows(s, splits, splits.shadow, k=k, seed=seed + 1)
-        report = _run_attack(target_l2, splits, policy=OutputPolicy(), shadows=shadows_l2, features=features, hidden=hidden, n_eval=n_eval, seed=seed + 2)
-        rows.append(row(f"L2 lambda = {lam:g}", _accuracy(target_l2, splits.target_test), report))
+        setting = dataclasses.replace(scenario.setting, weight_decay=float(lam))
+        models = train_models_like_target([scenario.splits.target_train, *shadows.train], setting=setting, seed=seed + 1)
+        regularised = Scenario(setting, scenario.splits, models[0], ShadowModels(models[1:], shadows.train, shadows.test))
+        report = attack_scenario(regularised, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
+        rows.append(row(f"L2 lambda = {lam:g}", regularised.test_accuracy(), report))
     return rows

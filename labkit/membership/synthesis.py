@@ -61,7 +61,8 @@ def rand_record(
         features (a re-drawn feature can keep its old value).
 
     Draw order (shared with :func:`synthesize_batch`): a fresh record uses one ``rand(d)``; a
-    randomization uses ``rand(d)`` for the positions (the k smallest) then ``rand(d)`` for values.
+    randomization uses ``rand(d)`` keys for the positions (those of the k smallest keys) then
+    ``rand(d)`` for the values.
 
     Shokri et al. (2017), Algorithm 1, RANDRECORD.
     """
@@ -77,7 +78,7 @@ def rand_record(
     _check_int("k", k, 1)
     if k > d:
         raise ValueError(f"k must be at most d = {d}, got {k}")
-    positions = torch.rand(d, generator=gen).argsort(stable=True)[:k]  # k distinct features
+    positions = torch.rand(d, generator=gen).topk(k, largest=False).indices  # the k smallest of d keys: k distinct features
     values = (torch.rand(d, generator=gen) < p_one).float()
     x = x_star.detach().clone().float()
     x[positions] = values[positions]
@@ -269,8 +270,9 @@ def synthesize_batch(
         m = live.numel()
         if m == 0:
             break
-        rank = torch.rand(m, d, generator=gen).argsort(dim=1, stable=True).argsort(dim=1, stable=True)  # (m, d) random ranks
-        chosen = rank < k[:, None]  # k smallest positions of each row
+        # positions of the k_max smallest of d uniform keys, in increasing key order; the first k are chosen
+        order = torch.rand(m, d, generator=gen).topk(k_max, dim=1, largest=False, sorted=True).indices  # (m, k_max)
+        chosen = torch.zeros(m, d, dtype=torch.bool).scatter_(1, order, torch.arange(k_max) < k[:, None])
         values = (torch.rand(m, d, generator=gen) < p_one).float()
         x = torch.where(chosen, values, x_star)
     return SynthesisResult(x=out, classes=classes, success=success, queries=queries, oracle_calls=calls)
