@@ -1,19 +1,24 @@
 """Batched ensemble vs a sequential loop: wall-clock time to train k identical MLPs.
 
 Both sides train the same k models (600 -> 128 -> 100 ReLU MLPs, the membership labs' target
-architecture) on the same Purchase-like data, with the same epochs, batch size and Adam:
+architecture) on the same Purchase-like data, with the same epochs, batch size and Adam, and both
+end by computing every model's training accuracy (what ``fit`` and ``fit_batched`` report):
 
 * sequential: the fastest plain loop we could write. Each model is trained in turn; each epoch
-  gathers its shuffled data once and takes contiguous slices; Adam is torch's ``fused`` (or
-  ``foreach``, both are timed and the faster is the baseline); no ``.item()`` per step.
+  gathers its shuffled data once and takes contiguous slices; Adam is torch's ``fused`` or
+  ``foreach`` implementation (both are timed, the faster counts); no ``.item()`` per step.
 * batched: ``labkit.train.fit_batched`` on a ``labkit.models.BatchedMLP`` (one batched forward
   and backward per step for all k members).
 
-Repeats are interleaved (sequential, batched, sequential, ...) so that a change in machine load
-hits both sides; the table gives medians.
+Each side is timed with every torch thread count in ``--threads`` (default 1 and 2), because the
+best count depends on the machine: on an idle 2-core CPU two threads help, on a CPU shared with
+other jobs they can make small matrix products many times slower. Repeats are interleaved
+(every variant once, then again, ...) so that a change in machine load hits all variants; the
+table gives medians. ``best seq / best batched`` compares each side at its own best setting;
+``ratio @ N threads`` compares them at the same thread count.
 
     LABKIT_PROGRESS=0 .venv/bin/python benchmarks/bench_ensemble.py
-    LABKIT_PROGRESS=0 .venv/bin/python benchmarks/bench_ensemble.py --k 4 16 --batch-sizes 32 64 128 512 --repeats 5
+    LABKIT_PROGRESS=0 .venv/bin/python benchmarks/bench_ensemble.py --k 4 16 --batch-sizes 32 512 --threads 2 --repeats 5
 """
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from labkit.membership.lira import purchase_target_setting
-from labkit.models import BatchedMLP
 from labkit.plots import format_table
 from labkit.train import fit_batched
 
@@ -33,6 +37,7 @@ from labkit.train import fit_batched
 def sequential(models, x, y, *, epochs, batch_size, lr, adam, seed=0):
     """Train each model alone: pre-shuffled contiguous batches, fused/foreach Adam, no sync per step."""
     n = x.shape[1]
+    accuracies = []
     for i, model in enumerate(models):
         opt = torch.optim.Adam(model.parameters(), lr=lr, **{adam: True})
         gen = torch.Generator().manual_seed(seed + i)
@@ -45,32 +50,35 @@ def sequential(models, x, y, *, epochs, batch_size, lr, adam, seed=0):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+        model.eval()
+        with torch.no_grad():  # the final train accuracy, as fit() and fit_batched() report it
+            accuracies.append((model(x[i]).argmax(dim=1) == y[i]).double().mean())
+    return torch.stack(accuracies)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[16], help="ensemble sizes")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 512])
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     setting = purchase_target_setting()
     data = setting.data()
-    n = setting.n_train
-    lr = setting.lr
+    n, lr = setting.n_train, setting.lr
+    variants = [(side, t) for t in args.threads for side in ("fused", "foreach", "batched")]
     rows = []
     for k in args.k:
         gen = torch.Generator().manual_seed(k)
         idx = torch.stack([torch.randperm(len(data), generator=gen)[:n] for _ in range(k)])  # (k, n)
         x, y = data.x[idx], data.y[idx]  # each model its own training set
         for bs in args.batch_sizes:
-            times = {"fused": [], "foreach": [], "batched": []}
+            times = {v: [] for v in variants}
             for rep in range(args.repeats + 1):  # the first round warms up and is dropped
-                for side in ("fused", "batched", "foreach"):
+                for side, threads in variants:
+                    torch.set_num_threads(threads)
                     ens = setting.new_ensemble(k, seed=rep)
                     t0 = time.perf_counter()
                     if side == "batched":
@@ -79,17 +87,22 @@ def main() -> None:
                         models = [ens.member(i) for i in range(k)]
                         sequential(models, x, y, epochs=args.epochs, batch_size=bs, lr=lr, adam=side, seed=rep)
                     if rep:
-                        times[side].append(time.perf_counter() - t0)
-            med = {side: statistics.median(t) for side, t in times.items()}
-            best_seq = min(med["fused"], med["foreach"])
-            rows.append({
-                "k": k, "batch size": bs, "n per model": n, "epochs": args.epochs,
-                "seq fused s": med["fused"], "seq foreach s": med["foreach"],
-                "batched s": med["batched"], "ratio (best seq / batched)": best_seq / med["batched"],
-            })
-            print(f"k={k} bs={bs}: seq fused {med['fused']:.2f}s, foreach {med['foreach']:.2f}s, batched {med['batched']:.2f}s", flush=True)
+                        times[(side, threads)].append(time.perf_counter() - t0)
+            med = {v: statistics.median(t) for v, t in times.items()}
+            row = {"k": k, "batch size": bs}
+            for t in args.threads:
+                row[f"seq {t}t s"] = min(med[("fused", t)], med[("foreach", t)])
+                row[f"batched {t}t s"] = med[("batched", t)]
+            best_seq = min(v for (side, _), v in med.items() if side != "batched")
+            best_bat = min(v for (side, _), v in med.items() if side == "batched")
+            row["best seq / best batched"] = best_seq / best_bat
+            for t in args.threads:
+                row[f"ratio @ {t}t"] = row[f"seq {t}t s"] / row[f"batched {t}t s"]
+            rows.append(row)
+            print("  ".join(f"{key}={val:.2f}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()), flush=True)
     print()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.repeats} interleaved repeats")
+    print(f"torch {torch.__version__}; n = {n} records per model, {args.epochs} epoch(s) per run; "
+          f"medians of {args.repeats} interleaved repeats; seq = faster of fused and foreach Adam")
     print(format_table(rows, floatfmt=".2f"))
 
 

@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     os.environ.setdefault("LABKIT_PROGRESS", "0")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     labs = args.labs or nbgrading.discover_labs(args.source)
     if not labs:
         print(f"no labs in {Path(args.source) / 'solutions'}")

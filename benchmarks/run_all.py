@@ -31,13 +31,14 @@ def scripts(names: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     names = sys.argv[1:] if argv is None else argv
-    env = dict(os.environ, LABKIT_PROGRESS=os.environ.get("LABKIT_PROGRESS", "0"),
-               MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
+    env = dict(os.environ, LABKIT_PROGRESS=os.environ.get("LABKIT_PROGRESS", "0"))
     results = []
     for script in scripts(names):
         print(f"\n===== {script.name} =====", flush=True)
         start = time.perf_counter()
-        rc = subprocess.run([sys.executable, str(script)], cwd=str(HERE.parent), env=env).returncode
+        # Scripts draw off-screen; bench_labs.py keeps the notebooks' own (inline) backend.
+        script_env = env if script.name == "bench_labs.py" else {"MPLBACKEND": "Agg", **env}
+        rc = subprocess.run([sys.executable, str(script)], cwd=str(HERE.parent), env=script_env).returncode
         results.append((script.name, rc, time.perf_counter() - start))
     print("\n===== summary =====")
     for name, rc, seconds in results:

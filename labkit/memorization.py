@@ -440,7 +440,7 @@ def canary_rank(log_perplexities, secret_index: int) -> int:
     s = _as_scores(log_perplexities)
     if isinstance(secret_index, bool) or not isinstance(secret_index, (int, np.integer)) or not 0 <= secret_index < len(s):
         raise ValueError(f"secret_index must be an int in [0, {len(s) - 1}], got {secret_index!r}")
-    return 1 + int((s <= s[int(secret_index)]).sum()) - 1
+    return 1 + int((s < s[int(secret_index)]).sum())
 
 
 def exposure(log_perplexities, secret_index: int) -> float:

@@ -236,8 +236,9 @@ def fit_batched(
             total += per_member * xb.shape[1]  # stays on the device: no sync per step
         total /= n
     model.eval()
-    pred = predict_proba_batched(model, x).argmax(dim=2)  # (k, n)
-    acc = (pred == y).double().mean(dim=1)
+    with torch.no_grad():
+        correct = sum(((model(x[:, s : s + 4096]).argmax(dim=2) == y[:, s : s + 4096]).sum(dim=1) for s in range(0, n, 4096)))
+    acc = correct.double() / n  # (k,)
     return BatchedFitResult(losses=losses.cpu(), train_accuracy=acc.cpu())
 
 
@@ -334,7 +335,14 @@ def _batched_data(x, y, *, k: int, n_classes: int | None) -> tuple[torch.Tensor,
         raise ValueError(f"x must have shape ({k}, n, d) or (n, d), got {tuple(x.shape)}")
     if y.shape != x.shape[:2]:
         raise ValueError(f"y must have shape {tuple(x.shape[:2])} (one label per record of each member), got {tuple(y.shape)}")
-    x = as_features(x.reshape(-1, x.shape[2]), name="x").view(x.shape)
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
+    if not x.is_floating_point():
+        x = x.float()
+    # One cheap pass (a sum) instead of isfinite() over k*n*d values; the exact check runs only
+    # when the sum is not finite (NaN/inf present, or a float overflow of huge but finite values).
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+        raise ValueError("x must be finite; it contains NaN or inf")
     y = as_labels(y.reshape(-1), name="y", n_classes=n_classes).view(y.shape)
     return x, y
 

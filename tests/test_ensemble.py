@@ -203,6 +203,12 @@ def test_bad_input():
         fit_batched(ens, x, y[:, :5], epochs=1, batch_size=4, lr=1e-3)
     with pytest.raises(ValueError, match=r"labels in \[0, 4\]"):
         fit_batched(ens, x, y + 5, epochs=1, batch_size=4, lr=1e-3)
+    bad = x.clone()
+    bad[1, 3, 2] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        fit_batched(ens, bad, y, epochs=1, batch_size=4, lr=1e-3)
+    huge = torch.full_like(x, 3e37)  # its sum overflows float32, yet every entry is finite: accepted
+    fit_batched(BatchedMLP(3, 12, 5, seed=0), huge, y, epochs=1, batch_size=10, lr=1e-3)
     with pytest.raises(ValueError, match="batched ensemble"):
         fit_batched(MLP(12, 5), x, y, epochs=1, batch_size=4, lr=1e-3)
     with pytest.raises(ValueError, match="k must be"):

@@ -113,11 +113,19 @@ def test_one_attack_model_per_class_learns_each_class_rule():
         assert acc > expected, f"class {c}: accuracy {acc:.3f}"
     idx = test.y == 2
     assert abs(float(((scores[idx] > 0.5) == test.member[idx]).float().mean()) - 0.5) < 0.1
-    # one model for everyone (all records filed under class 0) cannot follow opposite rules
-    pooled = train_attack_models(AttackSet(train.y_hat, torch.zeros_like(train.y), train.member), epochs=400)
-    pooled_scores = pooled.scores(test.y_hat, torch.zeros_like(test.y))
+    # One model for everyone cannot follow opposite rules. To give it the same information, file
+    # every record under class 0 after swapping its label's column into column 0.
+    def as_class_0(a):
+        rows = torch.arange(len(a))
+        y_hat = a.y_hat.clone()
+        y_hat[rows, 0], y_hat[rows, a.y] = a.y_hat[rows, a.y], a.y_hat[rows, 0]
+        return AttackSet(y_hat, torch.zeros_like(a.y), a.member)
+
+    pooled = train_attack_models(as_class_0(train), epochs=400)
+    moved = as_class_0(test)
+    pooled_scores = pooled.scores(moved.y_hat, moved.y)
     idx = test.y < 2
-    assert float(((pooled_scores[idx] > 0.5) == test.member[idx]).float().mean()) < 0.8
+    assert float(((pooled_scores[idx] > 0.5) == test.member[idx]).float().mean()) < 0.75
 
 
 def test_training_all_classes_together_equals_training_each_class_alone():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="wall-clock limit of one submission's autograde, in seconds (default 1200)")
     ap.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
     args = ap.parse_args(argv)
+    # `timeout` and `kill` send SIGTERM: exit through Python so that nbgrader's kernels die too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     course = Path(args.course).resolve()
     submitted = nbgrading.course_dir(course, "submitted")

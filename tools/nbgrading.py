@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import nbformat
@@ -123,9 +123,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # nbgrader runs the `alembic` executable when it creates a gradebook: it must be on PATH.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    # Kernels inherit this environment: quiet progress bars, but nothing else changed (figures
+    # still render inline in the autograded notebooks and the feedback).
     env.setdefault("LABKIT_PROGRESS", "0")
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    env.setdefault("MPLBACKEND", "Agg")
     if extra:
         env.update(extra)
     return env
@@ -149,6 +149,11 @@ def run_nbgrader(course: Path | str, *args: str, timeout: float | None = None,
         _kill_group(proc)
         out, _ = proc.communicate()
         raise subprocess.TimeoutExpired(cmd, timeout, output=out) from None
+    except BaseException:
+        # Ctrl-C, or SIGTERM turned into SystemExit by the scripts: take the kernels down too.
+        _kill_group(proc)
+        proc.wait()
+        raise
     result = subprocess.CompletedProcess(cmd, proc.returncode, out, None)
     if check and result.returncode != 0:
         raise NbgraderError(f"{' '.join(cmd[2:])} exited with {result.returncode} in {course}:\n"
@@ -366,6 +371,7 @@ class CheckResult:
     scores: dict[str, LabScore]
     problems: list[str]
     autograde_seconds: float
+    student_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # approximate
     log: str = ""
 
     @property
@@ -400,7 +406,8 @@ def expectations(scores: dict[str, LabScore]) -> list[str]:
 
 
 def check_lab(lab: str, *, workdir: Path | str, source: Path | str = ROOT,
-              cell_timeout: int | None = None, timeout: float | None = None) -> CheckResult:
+              cell_timeout: int | None = None, timeout: float | None = None,
+              progress: Callable[[str], None] | None = None) -> CheckResult:
     """Release ``lab`` and autograde its solution, its release and a partial submission.
 
     In ``workdir`` (a new or empty folder) a copy of the course is made
@@ -410,18 +417,33 @@ def check_lab(lab: str, *, workdir: Path | str, source: Path | str = ROOT,
 
     Args:
         cell_timeout: per-cell limit (``--Execute.timeout``); the course config's by default.
-        timeout: wall-clock limit of the autograde call.
+        timeout: wall-clock limit of the autograde call (:class:`subprocess.TimeoutExpired`).
+        progress: called with a line before each step.
     """
+    say = progress or (lambda msg: None)
     course = make_course(workdir, [lab], source=source)
+    say(f"nbgrader generate_assignment {lab} in {course}")
     release_path = generate_assignment(course, lab)
     solution = read_notebook(course / "solutions" / lab / f"{lab}.ipynb")
     release = read_notebook(release_path)
     submit(course, "solution", lab, solution)
     submit(course, "release", lab, release)
     submit(course, "partial", lab, make_partial(release, solution))
-    start = time.perf_counter()
+    limit = f"--Execute.timeout={cell_timeout}" if cell_timeout else "the config's Execute.timeout"
+    say(f"nbgrader autograde {lab} for {', '.join(CHECK_STUDENTS)} ({limit})")
+    start, wall_start = time.perf_counter(), time.time()
     proc = autograde(course, lab, cell_timeout=cell_timeout, timeout=timeout)
     seconds = time.perf_counter() - start
+    # nbgrader grades the students one after the other and writes each autograded notebook at
+    # the end: consecutive modification times give each submission's time.
+    done = {}
+    for student in CHECK_STUDENTS:
+        path = course_dir(course, "autograded") / student / lab / f"{lab}.ipynb"
+        if path.is_file():
+            done[student] = path.stat().st_mtime
+    student_seconds, previous = {}, wall_start
+    for student, mtime in sorted(done.items(), key=lambda kv: kv[1]):
+        student_seconds[student], previous = mtime - previous, mtime
     scores = {}
     for student in CHECK_STUDENTS:
         try:
@@ -432,7 +454,7 @@ def check_lab(lab: str, *, workdir: Path | str, source: Path | str = ROOT,
     if problems and proc.returncode != 0:
         problems.append(f"nbgrader autograde exited with {proc.returncode}:\n{_tail(proc.stdout)}")
     return CheckResult(lab=lab, course=course, scores=scores, problems=problems,
-                       autograde_seconds=seconds, log=proc.stdout)
+                       autograde_seconds=seconds, student_seconds=student_seconds, log=proc.stdout)
 
 
 # ---------------------------------------------------------------------------------------- output

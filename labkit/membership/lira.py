@@ -159,8 +159,8 @@ def entropy_score(probs: torch.Tensor) -> torch.Tensor:
 
     Returns:
         float64 ``(N,)`` in ``[-1, 0]``: ``(1/log C) sum_c p_c log p_c`` (0 for a one-hot
-        output). Members get more certain predictions (Salem et al. 2019, section on the
-        entropy-based attack; the lecture's "prediction uncertainty").
+        output). Members get more certain predictions (Salem et al. 2019, the entropy-based
+        threshold attack; the lecture's "prediction uncertainty").
     """
     p = _check_probs(probs).double()
     plogp = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
@@ -182,7 +182,7 @@ def logit_scale(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y: true labels, int64 ``(N,)``.
 
     Returns:
-        float64 ``(N,)``. Carlini et al. (2022, section IV.B) use ``phi`` because it makes the
+        float64 ``(N,)``. Carlini et al. (2022, LiRA's logit scaling) use ``phi`` because it makes the
         per-example confidence distribution close to Gaussian.
     """
     p = _check_probs(probs).double()
@@ -217,7 +217,7 @@ def random_halves(n: int, k: int, *, seed: int | torch.Generator | None = 0) -> 
     Models come in complementary pairs: model ``2j`` trains on a uniformly random half ``S_j``
     and model ``2j+1`` on the rest. So every model sees exactly ``n // 2`` examples (``n`` even)
     and, for even ``k``, every example is "in" for exactly ``k / 2`` models: the balanced design
-    LiRA needs to fit both an "in" and an "out" Gaussian per example (Carlini et al. 2022, sec. IV).
+    LiRA needs to fit both an "in" and an "out" Gaussian per example (Carlini et al. 2022).
     With odd ``k`` the last model gets a fresh random half.
 
     Args:
@@ -272,9 +272,15 @@ def train_on_halves(
 
 
 def shadow_logit_scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``phi`` of every member of a batched ensemble on every example: float64 ``(k, n)``.
+    """``phi`` of every member of a batched ensemble on every example.
 
-    Computed from the logits (:func:`logit_scale_from_logits`), so it never saturates.
+    Args:
+        model: a trained :class:`labkit.models.BatchedMLP` with k members (the shadows).
+        x: inputs ``(n, d)``; y: their true labels, int64 ``(n,)``.
+
+    Returns:
+        float64 ``(k, n)`` on the CPU, computed from the logits (:func:`logit_scale_from_logits`),
+        so it never saturates. Carlini et al. (2022), LiRA's logit scaling.
     """
     y = as_labels(y, name="y", n_classes=model.n_classes, n=x.shape[0])
     chunks = []
@@ -289,7 +295,15 @@ def shadow_logit_scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def gaussian_log_pdf(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """``log N(x; mu, sigma^2) = -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2``, elementwise."""
+    """Gaussian log density ``log N(x; mu, sigma^2)``, elementwise (broadcasting).
+
+    Args:
+        x, mu, sigma: tensors (or numbers) of broadcastable shapes; ``sigma > 0``.
+
+    Returns:
+        float64 ``-(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2``: computed in logs, so it
+        stays finite far in the tails where the density itself underflows.
+    """
     x, mu, sigma = (torch.as_tensor(t, dtype=torch.float64) for t in (x, mu, sigma))
     return -0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
 
@@ -338,7 +352,7 @@ def fit_lira_gaussians(
         phi_shadow: float ``(k, n)``, ``phi`` of shadow i on example j (:func:`shadow_logit_scores`).
         in_mask: bool ``(k, n)``, True when example j was in shadow i's training set.
         global_variance: use one variance per side, pooled over all examples, instead of one per
-            example: Carlini et al. (2022, sec. VI.A) recommend it with few shadows (< 64), where
+            example: Carlini et al. (2022) recommend it with few shadows (fewer than 64), where
             per-example variances are noisy.
         min_sigma: floor on every standard deviation (a shadow set that agrees exactly would
             give a zero variance and an infinite score).
@@ -391,7 +405,7 @@ def lira_offline(phi_target: torch.Tensor, gaussians: LiraGaussians) -> torch.Te
     The score is ``-log Pr[Z >= phi]`` with ``Z ~ N(mu_out, s_out^2)``: minus the log p-value of
     "this example was not trained on", computed stably (``log_ndtr``). It ranks like
     ``(phi - mu_out) / s_out`` and needs only "out" shadows, which an attacker can train before
-    seeing the examples to test (Carlini et al. 2022, sec. VI.C).
+    seeing the examples to test (Carlini et al. 2022, offline LiRA).
 
     Args:
         phi_target: float ``(n,)``; gaussians: from :func:`fit_lira_gaussians`.
