@@ -113,7 +113,9 @@ def test_single_shadow_borrows_pooled_sigma_and_empty_side_is_nan():
     assert g.mu_in.tolist() == [2.0, 5.0]
     assert g.sigma_in[0].item() == pytest.approx(math.sqrt(2.0))  # std of {1, 3}
     assert g.sigma_in[1].item() == pytest.approx(math.sqrt(2.0))  # one shadow: borrowed
-    assert g.mu_out[1].item() == 3.5 and math.isnan(g.mu_out[0].item()) is False
+    assert g.mu_out.tolist() == [2.0, 3.5]
+    assert g.sigma_out[1].item() == pytest.approx(math.sqrt(24.5))  # std of {7, 0}
+    assert g.sigma_out[0].item() == pytest.approx(math.sqrt(24.5))  # one shadow: borrowed
     mask_no_out = torch.ones(3, 2, dtype=torch.bool)
     g2 = fit_lira_gaussians(phi, mask_no_out)
     assert torch.isnan(g2.mu_out).all()

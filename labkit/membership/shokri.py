@@ -315,6 +315,8 @@ class PerClassAttack:
         y = torch.as_tensor(y).long().cpu()
         if y.shape != (y_hat.shape[0],):
             raise ValueError(f"y must have shape ({y_hat.shape[0]},), got {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+            raise ValueError(f"y must hold labels in [0, {self.n_classes - 1}], got values in [{int(y.min())}, {int(y.max())}]")
         feats = attack_features(y_hat, y, features=self.features)
         out = torch.full((y.shape[0],), 0.5)
         for c in torch.unique(y).tolist():
