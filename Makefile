@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# nbgrader runs `alembic` from PATH when it creates a gradebook.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 LABS   := $(notdir $(wildcard solutions/lab*))
 
 .PHONY: help venv book test test-fast lab release grade bench clean

@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[16], help="ensemble sizes")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 512])
-    ap.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per timed run")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
     args = ap.parse_args()

@@ -61,7 +61,7 @@ def autograde_once(course: Path, lab: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("labs", nargs="*", help="labs to time (default: all in solutions/)")
-    ap.add_argument("--repeat", type=int, default=1, help="measurements per number (median shown)")
+    ap.add_argument("--repeat", type=int, default=3, help="measurements per number, median shown (default 3)")
     ap.add_argument("--source", default=str(ROOT), help="course root (default: this repository)")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell limit while executing")
     args = ap.parse_args(argv)
