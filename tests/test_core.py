@@ -1,7 +1,6 @@
 """Unit tests of labkit's core: data, models, training, the oracle, metrics and grading helpers."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -13,13 +13,6 @@ from labkit.train import fit, predict, predict_proba
 from labkit.utils import make_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one thread is faster than several, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _logreg(d: int, c: int, seed: int, scale: float = 1.0) -> LogisticRegression:

@@ -24,13 +24,6 @@ from labkit.models import MLP
 from labkit.train import fit, predict_proba
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny models only lose from more on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class OneFeatureLogit(nn.Module):

@@ -23,8 +23,6 @@ EPS = 0.1
 @pytest.fixture(scope="module")
 def world():
     """Digits split into owner / test / adversary, a ground-truth model, a key, marked and unmarked models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models train fastest on one thread
     s = make_splits(load_digits(), target_train=1000, target_test=397, attacker=400, seed=0, stratify=True)
     f = wm.reinitialize_(MLP(64, 10, hidden=(128,)), 7)
     fit(f, s.target_train.x, s.target_train.y, epochs=40, seed=7)
@@ -33,8 +31,7 @@ def world():
     unmarked = [wm.reinitialize_(MLP(64, 10, hidden=(256,)), 100 + i) for i in range(3)]
     for i, m in enumerate(unmarked):
         fit(m, s.target_train.x, s.target_train.y, epochs=40, seed=100 + i)
-    yield dict(splits=s, f=f, mk=mk, vk=vk, marked=marked, unmarked=unmarked)
-    torch.set_num_threads(threads)
+    return dict(splits=s, f=f, mk=mk, vk=vk, marked=marked, unmarked=unmarked)
 
 
 class Lookup(nn.Module):
