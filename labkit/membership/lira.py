@@ -23,7 +23,7 @@ import torch
 
 from ..data import Data, make_purchase
 from ..models import MLP, BatchedMLP
-from ..train import BatchedFitResult, fit_batched, predict_proba_batched
+from ..train import BatchedFitResult, fit_batched
 from ..utils import as_labels, make_generator, spawn_seed
 
 __all__ = [
