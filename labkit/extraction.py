@@ -70,12 +70,13 @@ def _labels_from(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, nam
     if not callable(f):
         raise ValueError(f"{name} must be a callable mapping inputs (N, ...) to labels or scores, got {type(f).__name__}")
     with torch.no_grad():
-        out = f(x)
+        # a model gets its inputs on its own device; other callables take x as it is
+        out = f(x.to(device_of(f))) if isinstance(f, nn.Module) else f(x)
     if not isinstance(out, torch.Tensor):
         out = torch.as_tensor(out)
     if out.dim() == 2:
         out = out.argmax(dim=1)
-    out = as_labels(out, name=f"{name}(x)")
+    out = as_labels(out.cpu(), name=f"{name}(x)")
     if out.shape[0] != x.shape[0]:
         raise ValueError(f"{name}(x) must give one prediction per input ({x.shape[0]}), got {out.shape[0]}")
     return out.cpu()

@@ -123,7 +123,8 @@ def roc(scores, is_member) -> RocCurve:
         raise ValueError(f"scores and is_member must have the same length, got {s.shape[0]} and {m.shape[0]}")
     if m.all() or not m.any():
         raise ValueError("is_member must contain both members and non-members")
-    fpr, tpr, thr = skm.roc_curve(m, s)
+    # keep every threshold: with tied scores the dropped collinear points can be the best TPR at a given FPR
+    fpr, tpr, thr = skm.roc_curve(m, s, drop_intermediate=False)
     return RocCurve(fpr=fpr, tpr=tpr, thresholds=thr, auc=float(skm.auc(fpr, tpr)))
 
 

@@ -225,6 +225,18 @@ def test_roc_auc_and_tpr_at_fpr():
         metrics.roc(s, torch.ones(200))
 
 
+def test_tpr_at_fpr_with_tied_scores_matches_a_direct_count():
+    scores = torch.tensor([4.0, 4, 3, 3, 2, 2, 1, 1, 0, 0])
+    member = torch.tensor([1, 0] * 5)
+    for fpr in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        best = 0.0  # the highest TPR over thresholds "score >= t" whose FPR is at most fpr
+        for t in scores.unique():
+            pred = scores >= t
+            if float(pred[member == 0].double().mean()) <= fpr + 1e-12:
+                best = max(best, float(pred[member == 1].double().mean()))
+        assert metrics.tpr_at_fpr(scores, member, fpr=fpr) == pytest.approx(best)
+
+
 def test_normalized_entropy():
     p = torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
     h = metrics.normalized_entropy(p)

@@ -90,11 +90,12 @@ def test_hide_hidden_tests_drops_region_and_tracebacks():
         '"""checks add"""\nassert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\nassert add(-7, 12) == 5\n### END HIDDEN TESTS')
     cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
                                  "grade_id": "t", "schema_version": 3}
-    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="",
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="expected 5, reference says 5",
                                            traceback=["----> 4 assert add(-7, 12) == 5"])]
     out, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
     assert "add(-7, 12)" not in out.source and "assert add(1, 2) == 3" in out.source
     assert "add(-7, 12)" not in "".join(out.outputs[0].traceback)
+    assert "reference says" not in "".join(out.outputs[0].traceback) + out.outputs[0].evalue
     assert out.outputs[0].traceback[0].startswith("AssertionError")
 
 

@@ -5,7 +5,8 @@ test cell's source shows the ``### BEGIN HIDDEN TESTS`` region, and the tracebac
 hidden assert quotes its lines. :class:`HideHiddenTests` (registered in ``nbgrader_config.py`` as a
 ``GenerateFeedback.preprocessors`` entry, after ``GetGrades``) removes the region from the source,
 like ``ClearHiddenTests`` does for the release, and replaces the traceback of an error raised in
-such a cell by its one-line summary (exception name and message), which quotes no source.
+such a cell, and its message (a hidden assert's message may quote the reference's values),
+by the exception's name.
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class HideHiddenTests(ClearHiddenTests):
         if had_hidden:
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "error":
-                    summary = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ")
-                    output["traceback"] = [summary + "  (traceback hidden: it may quote hidden tests)"]
+                    # The message goes too: a hidden assert's message may hold the reference's values.
+                    output["evalue"] = ""
+                    output["traceback"] = [
+                        f"{output.get('ename', 'Error')} (details hidden, as they may quote hidden tests; "
+                        "run the cell's visible tests in your notebook to see their messages)"
+                    ]
         return cell, resources
