@@ -425,6 +425,12 @@ def solve_logreg(
             "(output='label'): a label carries no log-ratio, so there are no equations to solve; "
             "use a learning-based attack (train_surrogate) instead"
         )
+    if oracle.policy.top_k is not None and oracle.policy.top_k < oracle.n_classes:
+        raise ValueError(
+            f"equation solving needs every class's probability, but this oracle keeps only the top "
+            f"{oracle.policy.top_k} of {oracle.n_classes} (top_k={oracle.policy.top_k}): the zeroed classes "
+            "give no equations; use a learning-based attack (train_surrogate) instead"
+        )
     d = math.prod(oracle.input_shape)
     if n_queries is None:
         n_queries = d + 1

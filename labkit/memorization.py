@@ -451,8 +451,8 @@ def exposure(log_perplexities, secret_index: int) -> float:
         secret_index: position of the inserted secret in that tensor.
 
     Returns:
-        A float in ``[0, log2 |R|]``: ``log2 |R|`` when the canary ranks first, near 1 bit on
-        average for a secret the model has never seen (its rank is then uniform).
+        A float in ``[0, log2 |R|]``: ``log2 |R|`` when the canary ranks first, and about 1/ln 2 = 1.44 bits
+        on average for a secret the model has never seen (its rank is then uniform).
 
     Reference: Carlini et al. (2019), Definition 3 (exposure).
     """

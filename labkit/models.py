@@ -22,9 +22,10 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers (default one layer of 128, as in Shokri et al. 2017).
         activation: ``"tanh"`` (Shokri et al.) or ``"relu"``.
         dropout: dropout probability after each hidden layer (0 disables it).
+        seed: draws the initial weights from this seed (None: from torch's global generator).
     """
 
-    def __init__(self, in_features: int, n_classes: int, *, hidden: Sequence[int] = (128,), activation: str = "relu", dropout: float = 0.0) -> None:
+    def __init__(self, in_features: int, n_classes: int, *, hidden: Sequence[int] = (128,), activation: str = "relu", dropout: float = 0.0, seed: int | None = None) -> None:
         super().__init__()
         if activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
@@ -39,6 +40,7 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
+        _seeded_reset(self, seed)
         self.input_shape = (in_features,)
         self.n_classes = n_classes
 
@@ -53,9 +55,10 @@ class SmallCNN(nn.Module):
         input_shape: ``(channels, height, width)``, e.g. ``(1, 8, 8)`` or ``(1, 28, 28)``.
         n_classes: number of output classes.
         width: channels of the first conv layer (the second has twice as many).
+        seed: draws the initial weights from this seed (None: from torch's global generator).
     """
 
-    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, *, width: int = 16) -> None:
+    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, *, width: int = 16, seed: int | None = None) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
@@ -66,6 +69,7 @@ class SmallCNN(nn.Module):
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.head = nn.Linear(2 * width * (h // 4) * (w // 4), n_classes)
+        _seeded_reset(self, seed)
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
 
@@ -81,14 +85,16 @@ class LogisticRegression(nn.Module):
     With ``n_classes == 2`` the model is the binary one, ``P(y=1|x) = sigmoid(w.x + b)``, with a
     single weight vector (``linear`` maps d -> 1) and logits ``[0, w.x + b]``, so a softmax over
     them gives ``[1 - sigmoid, sigmoid]``. With more classes it is multinomial (softmax over
-    ``W x + b``, ``linear`` maps d -> C).
+    ``W x + b``, ``linear`` maps d -> C). ``seed`` draws the initial weights (None: torch's global
+    generator).
     """
 
-    def __init__(self, in_features: int, n_classes: int = 2) -> None:
+    def __init__(self, in_features: int, n_classes: int = 2, *, seed: int | None = None) -> None:
         super().__init__()
         _check_dims(in_features=in_features, n_classes=n_classes)
         self.binary = n_classes == 2
         self.linear = nn.Linear(in_features, 1 if self.binary else n_classes)
+        _seeded_reset(self, seed)
         self.input_shape = (in_features,)
         self.n_classes = n_classes
 
@@ -97,6 +103,19 @@ class LogisticRegression(nn.Module):
         if self.binary:
             return torch.cat([torch.zeros_like(z), z], dim=1)  # (N, 2)
         return z
+
+
+def _seeded_reset(module: nn.Module, seed: int | None) -> None:
+    """Re-draw every layer's initial weights from ``seed`` (in a forked RNG: the reset draws nothing from the global one)."""
+    if seed is None:
+        return
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int or None, got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if layer is not module and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
 
 
 def _check_dims(**dims: int) -> None:

@@ -101,8 +101,12 @@ class Oracle:
             raise ValueError(f"budget must be a non-negative int or None, got {budget!r}")
         self._model = model.eval()
         self.budget = budget
-        self.input_shape = tuple(input_shape if input_shape is not None else getattr(model, "input_shape"))
-        self.n_classes: int = getattr(model, "n_classes")
+        if input_shape is None and not hasattr(model, "input_shape"):
+            raise ValueError("the model has no input_shape attribute: pass input_shape=(...), the shape of one query")
+        if not isinstance(getattr(model, "n_classes", None), int):
+            raise ValueError("the model must have an int attribute n_classes (labkit models do)")
+        self.input_shape = tuple(input_shape if input_shape is not None else model.input_shape)
+        self.n_classes: int = model.n_classes
         self.queries = 0
 
     @property

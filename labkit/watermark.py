@@ -597,7 +597,7 @@ def trigger_accuracy(M: nn.Module, mk: MarkingKey | Backdoor) -> float:
     b = mk.b if isinstance(mk, MarkingKey) else mk
     if not isinstance(b, Backdoor):
         raise ValueError(f"mk must be a MarkingKey or a Backdoor, got {type(mk).__name__}")
-    return float((predict(M, b.T).cpu() == b.T_L).float().mean())
+    return float((predict(M, b.T).cpu() == b.T_L.cpu()).float().mean())
 
 
 def verify(
@@ -636,7 +636,7 @@ def verify(
     n = len(mk)
     if len(vk) != n:
         raise ValueError(f"mk holds {n} triggers but vk holds {len(vk)} commitment pairs")
-    T, T_L = mk.b.T, mk.b.T_L
+    T, T_L = mk.b.T, mk.b.T_L.cpu()  # predictions and ground truth come back on the CPU
     # step 1: the labels must be wrong according to the ground truth
     if bool((ground_truth_labels(ground_truth, T) == T_L).any()):
         return 0

@@ -313,3 +313,24 @@ def test_format_table_escapes_pipes_and_formats_floats():
 
     text = format_table([{"a|b": 0.12345, "n": 3}])
     assert text.splitlines() == ["| a\\|b | n |", "|---|---|", "| 0.123 | 3 |"]
+
+
+def test_oracle_needs_shape_and_class_count():
+    bare = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="input_shape"):
+        oracle.Oracle(bare)
+    with pytest.raises(ValueError, match="n_classes"):
+        oracle.Oracle(bare, input_shape=(3,))
+
+
+def test_model_seeds_fix_initial_weights_whatever_the_global_generator():
+    for make in (lambda s: models.MLP(6, 3, seed=s), lambda s: models.SmallCNN((1, 8, 8), 3, seed=s),
+                 lambda s: models.LogisticRegression(6, 2, seed=s)):
+        torch.manual_seed(0)
+        a = make(1)
+        torch.manual_seed(99)
+        b, c = make(1), make(2)
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+        assert not any(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    with pytest.raises(ValueError, match="seed"):
+        models.MLP(6, 3, seed="1")

@@ -350,3 +350,10 @@ def test_mlp_surrogate_reaches_high_fidelity_at_500_probability_queries():
     assert by["probs"]["fidelity"] >= 0.93
     assert by["probs"]["fidelity"] >= by["label"]["fidelity"]
     assert math.isclose(by["probs"]["queries"], 500)
+
+
+def test_equation_solving_refuses_a_top_k_oracle():
+    oracle = Oracle(_logreg(5, 4, seed=0), top_k=2)
+    with pytest.raises(ValueError, match="top 2 of 4"):
+        ex.solve_logreg(oracle)
+    assert oracle.queries == 0
