@@ -35,16 +35,18 @@ def test_every_lab_is_in_the_toc_as_its_student_version():
 
 
 def _solution_lines(lab: str) -> set[str]:
-    """Distinctive lines of the solution blocks of a lab that the student version does not contain."""
+    """Distinctive lines of a lab's solution blocks: not in its student version, and not in labkit's
+    own (public) source, where generic lines such as ``gen = make_generator(generator)`` also stand."""
     src = json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text())
     released = (ROOT / "labs" / lab / f"{lab}.ipynb").read_text()
+    public = "\n".join(p.read_text() for p in (ROOT / "labkit").rglob("*.py"))
     lines = set()
     for cell in src["cells"]:
         text = "".join(cell["source"])
         for block in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", text, flags=re.S):
             for line in block.splitlines():
                 line = line.strip()
-                if len(line) >= 30 and not line.startswith("#") and json.dumps(line)[1:-1] not in released:
+                if len(line) >= 30 and not line.startswith("#") and json.dumps(line)[1:-1] not in released and line not in public:
                     lines.add(line)
     return lines
 
