@@ -3,7 +3,6 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from labkit.data import Data, make_splits
 from labkit.oracle import Oracle, OutputPolicy
@@ -23,24 +22,9 @@ from labkit.membership import (
     train_models_like_target,
 )
 
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
+from handset import Linear, gen
 
 
-class Linear(nn.Module):
-    """Softmax regression with hand-set weights ``(C, d)``."""
-
-    def __init__(self, weight, bias):
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
-        self.input_shape, self.n_classes = (weight.shape[1],), weight.shape[0]
-
-    def forward(self, x):
-        return self.linear(x)
 
 
 def random_data(n, d, C, seed):

@@ -9,24 +9,9 @@ from labkit.data import Data, make_purchase
 from labkit.oracle import Oracle
 from labkit.membership import marginal_synthesis, noisy_data, rand_record, synthesize, synthesize_batch
 
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
+from handset import Linear, gen
 
 
-class Linear(nn.Module):
-    """Softmax regression with hand-set weights ``(C, d)``: logits ``W x + b``."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
-        self.input_shape, self.n_classes = (weight.shape[1],), weight.shape[0]
-
-    def forward(self, x):
-        return self.linear(x)
 
 
 def linear_oracle(weight: torch.Tensor, bias: torch.Tensor) -> Oracle:
