@@ -1,21 +1,25 @@
 """Batched ensemble vs a sequential loop: wall-clock time to train k identical MLPs.
 
-Both sides train the same k models (600 -> 128 -> 100 ReLU MLPs, the membership labs' target
-architecture) on the same Purchase-like data, with the same epochs, batch size and Adam, and both
-end by computing every model's training accuracy (what ``fit`` and ``fit_batched`` report):
+Every variant trains the same k models (600 -> 128 -> 100 ReLU MLPs, the membership labs' target
+architecture) on the same Purchase-like data, with the same epochs, batch size and Adam, and ends
+by computing every model's training accuracy (what ``fit`` and ``fit_batched`` report):
 
-* sequential: the fastest plain loop we could write. Each model is trained in turn; each epoch
-  gathers its shuffled data once and takes contiguous slices; Adam is torch's ``fused`` or
-  ``foreach`` implementation (both are timed, the faster counts); no ``.item()`` per step.
+* seq autograd: the fastest ordinary PyTorch loop we could write. Each ``nn.Module`` model is
+  trained in turn; each epoch gathers its shuffled data once and takes contiguous slices; Adam is
+  torch's ``fused`` or ``foreach`` implementation (both are timed, the faster counts); no
+  ``.item()`` per step.
+* seq hand-written: the batched code's own step (hand-written backward, fused Adam called
+  directly, no autograd), run for one model at a time (``fit_batched`` on a one-member
+  ``BatchedMLP``). It isolates what batching buys from what dropping autograd buys.
 * batched: ``labkit.train.fit_batched`` on a ``labkit.models.BatchedMLP`` (one batched forward
   and backward per step for all k members).
 
-Each side is timed with every torch thread count in ``--threads`` (default 1 and 2), because the
-best count depends on the machine: on an idle 2-core CPU two threads help, on a CPU shared with
-other jobs they can make small matrix products many times slower. Repeats are interleaved
+Each variant is timed with every torch thread count in ``--threads`` (default 1 and 2), because
+the best count depends on the machine: on an idle 2-core CPU two threads help, on a CPU shared
+with other jobs they can make small matrix products many times slower. Repeats are interleaved
 (every variant once, then again, ...) so that a change in machine load hits all variants; the
-table gives medians. ``best seq / best batched`` compares each side at its own best setting;
-``ratio @ N threads`` compares them at the same thread count.
+table gives medians, each variant at its best thread count, and the ratios of the two
+sequential loops' times to the batched time.
 
     LABKIT_PROGRESS=0 .venv/bin/python benchmarks/bench_ensemble.py
     LABKIT_PROGRESS=0 .venv/bin/python benchmarks/bench_ensemble.py --k 4 16 --batch-sizes 32 512 --threads 2 --repeats 5
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 
 from labkit.membership.lira import purchase_target_setting
 from labkit.plots import format_table
+from labkit.models import BatchedMLP
 from labkit.train import fit_batched
 
 
@@ -68,7 +73,8 @@ def main() -> None:
     setting = purchase_target_setting()
     data = setting.data()
     n, lr = setting.n_train, setting.lr
-    variants = [(side, t) for t in args.threads for side in ("fused", "foreach", "batched")]
+    sides = ("fused", "foreach", "hand", "batched")
+    variants = [(side, t) for t in args.threads for side in sides]
     rows = []
     for k in args.k:
         gen = torch.Generator().manual_seed(k)
@@ -83,28 +89,31 @@ def main() -> None:
                     t0 = time.perf_counter()
                     if side == "batched":
                         fit_batched(ens, x, y, epochs=args.epochs, batch_size=bs, lr=lr, seed=rep)
+                    elif side == "hand":
+                        for i in range(k):
+                            one = BatchedMLP.from_models([ens.member(i)])
+                            fit_batched(one, x[i : i + 1], y[i : i + 1], epochs=args.epochs, batch_size=bs, lr=lr, seed=rep + i)
                     else:
                         models = [ens.member(i) for i in range(k)]
                         sequential(models, x, y, epochs=args.epochs, batch_size=bs, lr=lr, adam=side, seed=rep)
                     if rep:
                         times[(side, threads)].append(time.perf_counter() - t0)
             med = {v: statistics.median(t) for v, t in times.items()}
-            row = {"k": k, "batch size": bs}
-            for t in args.threads:
-                row[f"seq {t}t s"] = min(med[("fused", t)], med[("foreach", t)])
-                row[f"batched {t}t s"] = med[("batched", t)]
-            best_seq = min(v for (side, _), v in med.items() if side != "batched")
-            best_bat = min(v for (side, _), v in med.items() if side == "batched")
-            row["best seq / best batched"] = best_seq / best_bat
-            for t in args.threads:
-                row[f"ratio @ {t}t"] = row[f"seq {t}t s"] / row[f"batched {t}t s"]
-            rows.append(row)
-            print("  ".join(f"{key}={val:.2f}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()), flush=True)
-    print()
-    print(f"torch {torch.__version__}; n = {n} records per model, {args.epochs} epoch(s) per run; "
-          f"medians of {args.repeats} interleaved repeats; seq = faster of fused and foreach Adam")
-    print(format_table(rows, floatfmt=".2f"))
 
+            def best(*names):
+                return min((med[(side, t)], t) for side in names for t in args.threads)
+
+            (auto, auto_t), (hand, hand_t), (bat, bat_t) = best("fused", "foreach"), best("hand"), best("batched")
+            row = {"k": k, "batch size": bs, "seq autograd s": auto, "seq hand-written s": hand, "batched s": bat,
+                   "threads (auto/hand/batched)": f"{auto_t}/{hand_t}/{bat_t}",
+                   "autograd / batched": auto / bat, "hand-written / batched": hand / bat}
+            rows.append(row)
+            print("  ".join(f"{key}={val:.3f}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()), flush=True)
+    print()
+    print(f"torch {torch.__version__}; n = {n} records per model, {args.epochs} epoch(s) per run; medians of "
+          f"{args.repeats} interleaved repeats; each variant at its best thread count of {args.threads}; "
+          "seq autograd = faster of fused and foreach Adam")
+    print(format_table(rows, floatfmt=".2f"))
 
 if __name__ == "__main__":
     main()

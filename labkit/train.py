@@ -176,8 +176,9 @@ def fit_batched(
 
     Shuffling: at every epoch member ``i`` visits its records in the order
     ``perm[i] = argsort(u[i])`` where ``u = torch.rand(k, n, generator=gen)`` and
-    ``gen = make_generator(seed)``; the data are gathered once per epoch in that order and the
-    batches are contiguous slices ``[s, s + batch_size)`` of it (the last one may be smaller).
+    ``gen = make_generator(seed)``; batch ``s`` of member ``i`` is ``perm[i, s:s + batch_size]``
+    (the last one may be smaller). Each step gathers only its own ``(k, B, d)`` batch: one gather
+    of the whole ``(k, n, d)`` data per epoch would cost more than all the batch gathers together.
 
     Args:
         model: a :class:`labkit.models.BatchedMLP` (anything mapping ``(k, B, d)`` to ``(k, B, C)``
@@ -203,10 +204,10 @@ def fit_batched(
     n = x.shape[1]
     params = [p for p in model.parameters() if p.requires_grad]
     # Adam is elementwise: stacking k members' parameters changes nothing but the speed.
-    # The fused kernel (one pass per tensor) is the fastest path on CPU and CUDA alike.
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **_fast_adam_kwargs(device))
+    opt = _StackedAdam(params, lr=lr, weight_decay=weight_decay)
     gen = make_generator(seed)
-    members = torch.arange(k, device=device)[:, None]  # (k, 1)
+    offsets = torch.arange(k, device=device)[:, None] * n  # (k, 1): row of member i's record j is i*n + j
+    flat_x = x.reshape(k * n, -1) if x.stride(0) else None  # None: one (n, d) array shared by all
     losses = torch.zeros(epochs, k, dtype=torch.float64, device=device)
     # A BatchedMLP gets hand-written gradients (no autograd graph: fewer, larger kernels).
     manual = _is_plain_batched_mlp(model)
@@ -217,19 +218,28 @@ def fit_batched(
     for epoch in progress(range(epochs), desc=desc):
         if shuffle:
             perm = torch.rand(k, n, generator=gen).argsort(dim=1).to(device)  # (k, n)
-            xe, ye = x[members, perm], y[members, perm]  # one gather per epoch: (k, n, d), (k, n)
+            ye = y.gather(1, perm)  # (k, n): labels are small, gather them at once
+            rows = perm + offsets if flat_x is not None else perm  # rows of flat_x (or of x[0])
         else:
-            xe, ye = x, y
+            ye = y
         total = losses[epoch]
         for start in range(0, n, batch_size):
-            xb, yb = xe[:, start : start + batch_size], ye[:, start : start + batch_size]  # views
+            stop = start + batch_size
+            yb = ye[:, start:stop]
+            if not shuffle:
+                xb = x[:, start:stop]  # a view
+            else:  # gather this step's batch only: one index_select of k*B rows
+                r = rows[:, start:stop]
+                src = flat_x if flat_x is not None else x[0]
+                xb = src.index_select(0, r.reshape(-1)).view(k, r.shape[1], -1)  # (k, B, d)
             if manual:
                 per_member = _mlp_loss_and_grad(model, xb, yb)  # (k,), grads written
             else:
                 logits = model(xb)  # (k, B, C)
                 per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")  # (k*B,)
                 per_member = per_example.view(k, -1).mean(dim=1)  # (k,)
-                opt.zero_grad(set_to_none=True)
+                for p in params:
+                    p.grad = None
                 per_member.sum().backward()
                 per_member = per_member.detach()
             opt.step()
@@ -297,11 +307,11 @@ def _mlp_loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
         acts.append(z.clamp_min_(0) if relu else z.tanh_())
     z = torch.baddbmm(biases[-1].unsqueeze(1), acts[-1], weights[-1])  # (k, B, C) logits
     batch = z.shape[1]
-    logp = z.sub_(torch.logsumexp(z, dim=2, keepdim=True))  # log-softmax, in place
+    logp = torch.log_softmax(z, dim=2)
     target = y.unsqueeze(2)  # (k, B, 1)
     loss = logp.gather(2, target).squeeze(2).mean(dim=1).neg_()  # (k,)
     g = logp.exp_()  # softmax p, in place
-    g.scatter_add_(2, target, torch.full_like(target, -1, dtype=g.dtype))  # p - onehot(y)
+    g.scatter_add_(2, target, _minus_ones(target.shape, g.dtype, g.device))  # p - onehot(y)
     g.mul_(1.0 / batch)
     for layer in range(len(weights) - 1, -1, -1):
         a = acts[layer]
@@ -310,10 +320,57 @@ def _mlp_loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
         if layer > 0:
             g = torch.bmm(g, weights[layer].transpose(1, 2))  # (k, B, in)
             if relu:
-                g.mul_(a > 0)
+                g = torch.ops.aten.threshold_backward(g, a, 0)  # g where a > 0, else 0
             else:
                 g.mul_(1 - a * a)
     return loss
+
+
+_MINUS_ONES: dict = {}
+
+
+def _minus_ones(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached tensor of -1s (read only): one allocation per batch shape, not one per step."""
+    key = (tuple(shape), dtype, device)
+    if key not in _MINUS_ONES:
+        if len(_MINUS_ONES) > 64:
+            _MINUS_ONES.clear()
+        _MINUS_ONES[key] = torch.full(shape, -1.0, dtype=dtype, device=device)
+    return _MINUS_ONES[key]
+
+
+class _StackedAdam:
+    """Adam (betas 0.9, 0.999; eps 1e-8; coupled L2 ``weight_decay``) over a few large tensors.
+
+    Makes the same updates as ``torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)``.
+    Where torch has a fused Adam kernel for the parameters' device (CPU and CUDA), it is called
+    directly: ``torch.optim.Adam.step`` spends more time in Python bookkeeping than a small
+    ensemble's update takes. Elsewhere it falls back to ``torch.optim.Adam(foreach=True)``.
+    """
+
+    def __init__(self, params: list[torch.Tensor], *, lr: float, weight_decay: float) -> None:
+        self.params, self.lr, self.weight_decay = params, float(lr), float(weight_decay)
+        devices = {p.device for p in params}
+        fused = getattr(torch, "_fused_adam_", None)
+        self._fused = fused if len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") else None
+        if self._fused is None:
+            self._opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+            return
+        self.exp_avgs = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self._fused is None:
+            self._opt.step()
+            return
+        torch._foreach_add_(self.steps, 1)
+        self._fused(
+            self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+            amsgrad=False, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=self.weight_decay, eps=1e-8,
+            maximize=False, grad_scale=None, found_inf=None,
+        )
 
 
 def _ensemble_k(model: nn.Module) -> int:
@@ -345,8 +402,3 @@ def _batched_data(x, y, *, k: int, n_classes: int | None) -> tuple[torch.Tensor,
         raise ValueError("x must be finite; it contains NaN or inf")
     y = as_labels(y.reshape(-1), name="y", n_classes=n_classes).view(y.shape)
     return x, y
-
-
-def _fast_adam_kwargs(device: torch.device) -> dict:
-    """``fused=True`` where torch has a fused Adam for ``device`` (CPU and CUDA in torch >= 2.4)."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
