@@ -365,9 +365,13 @@ class _StackedAdam:
         if self._fused is None:
             self._opt.step()
             return
-        torch._foreach_add_(self.steps, 1)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # as torch: skip grad None
+        if not live:
+            return
+        params, steps = [self.params[i] for i in live], [self.steps[i] for i in live]
+        torch._foreach_add_(steps, 1)
         self._fused(
-            self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+            params, [p.grad for p in params], [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [], steps,
             amsgrad=False, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=self.weight_decay, eps=1e-8,
             maximize=False, grad_scale=None, found_inf=None,
         )

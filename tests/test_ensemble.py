@@ -136,6 +136,15 @@ def test_stacked_adam_equals_torch_adam(fused, monkeypatch):
     for a, b, a0 in zip(ours, ref, initial):
         assert torch.allclose(a, b, atol=1e-12, rtol=0)
         assert (a - a0).abs().max() > 1e-2  # the steps moved the parameters
+    # a parameter without a gradient is skipped, as torch.optim.Adam skips it (no step counted)
+    ours[1].grad, ref[1].grad = None, None
+    before = ours[1].detach().clone()
+    ours[0].grad = torch.randn(ours[0].shape, generator=gen, dtype=torch.float64)
+    ref[0].grad = ours[0].grad.clone()
+    opt_ours.step()
+    opt_ref.step()
+    assert torch.equal(ours[1], before)
+    assert torch.allclose(ours[0], ref[0], atol=1e-12, rtol=0)
 
 
 def test_autograd_path_equals_hand_written_gradients():

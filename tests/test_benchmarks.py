@@ -1,0 +1,21 @@
+"""The speed benchmark runs end to end (tiny sizes) and prints its comparison table."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_ensemble_prints_all_three_variants():
+    env = {**os.environ, "LABKIT_PROGRESS": "0"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_ensemble.py"), "--k", "2", "--batch-sizes", "256",
+           "--epochs", "1", "--repeats", "1", "--threads", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if line.startswith("| k |"))
+    for column in ("seq autograd s", "seq hand-written s", "batched s", "autograd / batched", "hand-written / batched"):
+        assert column in header
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 2 | 256 |"))
+    times = [float(v) for v in row.strip("|").split("|")[2:5]]
+    assert all(t > 0 for t in times), row
