@@ -83,12 +83,16 @@ def spawn_seed(generator: torch.Generator) -> int:
 
 
 def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | None = None, leave: bool = False) -> Iterable[T]:
-    """Wrap ``iterable`` in a ``tqdm.auto`` bar unless ``LABKIT_PROGRESS=0``."""
+    """Wrap ``iterable`` in a ``tqdm.auto`` bar unless ``LABKIT_PROGRESS=0``.
+
+    The bar appears only once the loop has run for half a second, so that a hundred quick fits (one
+    attack model per class, say) do not flood a notebook with bars; long work still shows one.
+    """
     if os.environ.get("LABKIT_PROGRESS", "1") in {"0", "false", "False", "no"}:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=leave)
+    return tqdm(iterable, desc=desc, total=total, leave=leave, delay=0.5)
 
 
 def device_of(obj: nn.Module | torch.Tensor) -> torch.device:

@@ -26,7 +26,7 @@ and a small MLP (``hidden=(64,)``) is no better than logistic regression. ``feat
 
 The experiment functions at the end rebuild the paper's tables on :func:`labkit.data.make_purchase`:
 overfitting vs attack success (Table II), shadow data sources (Figure 9) and mitigations
-(Table IV of the lecture).
+(the lecture's mitigation table, from Section VI of the paper).
 """
 from __future__ import annotations
 
