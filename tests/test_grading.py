@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import nbgrading  # noqa: E402
-from nbgrader_feedback import HideHiddenTests  # noqa: E402
+from nbgrader_feedback import HideHiddenTests, failing_line  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "course"
 LAB = "demo"
@@ -99,6 +99,26 @@ def test_hide_hidden_tests_drops_region_and_tracebacks():
     assert out.outputs[0].traceback[0].startswith("AssertionError")
 
 
+def test_hide_hidden_tests_keeps_a_visible_failure_message():
+    source = '"""checks add"""\nassert add(1, 2) == 3, "add(1, 2) should be 3"\n### BEGIN HIDDEN TESTS\nassert add(-7, 12) == 5\n### END HIDDEN TESTS'
+    tb = ["\x1b[0;31mAssertionError\x1b[0m  Traceback (most recent call last)",
+          "Cell \x1b[0;32mIn[4], line 2\x1b[0m\n      1 \"\"\"checks add\"\"\"\n----> 2 assert add(1, 2) == 3\n      4 assert add(-7, 12) == 5",
+          "\x1b[0;31mAssertionError\x1b[0m: add(1, 2) should be 3"]
+    for line, shown in ((2, True), (4, False)):
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
+                                     "grade_id": "t", "schema_version": 3}
+        evalue = "add(1, 2) should be 3" if shown else "reference says 5"
+        cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue=evalue,
+                                               traceback=[t.replace("line 2", f"line {line}") for t in tb])]
+        out, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
+        text = "".join(out.outputs[0].traceback)
+        assert "add(-7, 12)" not in text  # the context lines around the failing one are gone
+        assert ("add(1, 2) should be 3" in text) == shown
+        assert "reference says" not in text + out.outputs[0].evalue
+    assert failing_line(["no frame here"]) is None
+
+
 def test_grade_reports_nothing_to_grade(tmp_path):
     course = nbgrading.make_course(tmp_path / "course", [LAB], source=FIXTURE)
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course)],
@@ -127,6 +147,9 @@ def _submissions():
     dave = copy.deepcopy(sol)                                        # raises in task 2's cell
     _cell(dave, "mean").source = "raise RuntimeError('dave broke it')"
     subs["dave"] = dave
+    ivan = copy.deepcopy(sol)                                        # fails a visible test
+    _cell(ivan, "add").source = _cell(ivan, "add").source.replace("return a + b", "return a - b")
+    subs["ivan"] = ivan
     gina = copy.deepcopy(sol)                                        # passes visible, fails hidden test
     _cell(gina, "add").source = _cell(gina, "add").source.replace("return a + b", "return abs(a) + b")
     subs["gina"] = gina
@@ -136,7 +159,7 @@ def _submissions():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One `tools/grade.py` batch over the fixture course's six submissions, timed."""
+    """One `tools/grade.py` batch over the fixture course's submissions, timed."""
     course = nbgrading.make_course(tmp_path_factory.mktemp("grading") / "course", [LAB], source=FIXTURE)
     # The per-cell limit goes through the config file, under the key the course config uses.
     with open(course / "nbgrader_config.py", "a") as fh:
@@ -171,7 +194,7 @@ def _read_csv(path):
 @pytest.mark.slow
 def test_batch_completes_and_writes_every_student(graded):
     assert graded["proc"].returncode == 0, graded["proc"].stdout + graded["proc"].stderr
-    assert sorted(graded["rows"]) == ["alice", "bob", "carol", "dave", "erin", "gina", "hank"]
+    assert sorted(graded["rows"]) == ["alice", "bob", "carol", "dave", "erin", "gina", "hank", "ivan"]
     # the per-student table is printed
     table = graded["proc"].stdout.split("\nstudent ")[-1]
     for student in graded["rows"]:
@@ -190,6 +213,7 @@ def test_grades_csv_scores(graded):
     assert rows["alice"]["status"] == "ok"
     assert num("dave", "auto_score") == 10      # the exception costs task 2 only
     assert num("gina", "auto_score") == 10      # the hidden test catches abs(a)
+    assert num("ivan", "auto_score") == 10      # the visible test catches a - b
     assert num("erin", "auto_score") == 0 and num("erin", "manual_pending") == 0  # "YOUR ANSWER HERE" scores 0
     for student in ("carol", "hank"):           # a dead kernel, an unreadable file: 0 and a status
         assert num(student, "score") == 0
@@ -216,7 +240,7 @@ def test_infinite_loop_is_interrupted_by_cell_timeout(graded):
 def test_feedback_html_hides_hidden_tests(graded):
     feedback = graded["course"] / "grading" / "feedback"
     autograded = graded["course"] / "grading" / "autograded"
-    for student in ("alice", "bob", "dave", "erin", "gina"):
+    for student in ("alice", "bob", "dave", "erin", "gina", "ivan"):
         text = _visible_text(feedback / student / LAB / f"{LAB}.html")
         assert "assert add(1, 2) == 3" in text           # the visible test is shown
         for secret in ("add(-7, 12)", "hidden-check", "HIDDEN TESTS", "mean([0.5, 1.5, 4.0])"):
@@ -227,13 +251,16 @@ def test_feedback_html_hides_hidden_tests(graded):
         "".join(o.get("traceback", [])) for o in _cell(
             nbgrading.read_notebook(autograded / "gina" / LAB / f"{LAB}.ipynb"), "test_add").outputs)
     assert "AssertionError" in _visible_text(feedback / "gina" / LAB / f"{LAB}.html")
+    # ivan's visible test fails: its message helps him and quotes nothing hidden, so he sees it
+    ivan = _visible_text(feedback / "ivan" / LAB / f"{LAB}.html")
+    assert "add(1, 2) should be 3" in ivan and "add(-7, 12)" not in ivan
     assert not (feedback / "carol").exists() and not (feedback / "hank").exists()
 
 
 @pytest.mark.slow
 def test_submitted_originals_unchanged(graded):
     assert graded["before"] == graded["after"]
-    assert len(graded["before"]) == 7
+    assert len(graded["before"]) == 8  # every submission, the unreadable one included
 
 
 @pytest.mark.slow
