@@ -30,7 +30,7 @@ from .metrics import accuracy, fidelity
 from .models import LogisticRegression
 from .oracle import Oracle, OutputPolicy
 from .train import fit, predict
-from .utils import as_features, as_labels, device_of, make_generator, progress, spawn_seed
+from .utils import as_features, as_labels, device_of, make_generator, progress
 
 __all__ = [
     "ExtractionScores",
@@ -505,7 +505,8 @@ def train_surrogate(
         surrogate: a freshly initialised model returning logits ``(N, C)``; trained in place.
         n_queries: how many pool points to query (default: all of them).
         epochs, batch_size, lr: Adam training of the surrogate (:func:`labkit.train.fit`).
-        seed: controls which points are queried and the training shuffles.
+        seed: the pool permutation is ``torch.randperm(M, generator=make_generator(seed))`` and the
+            training is ``fit(..., seed=seed)``, as Lab 1 asks.
 
     Returns:
         :class:`SurrogateResult`.
@@ -534,7 +535,7 @@ def train_surrogate(
     queries = oracle.queries - before
     targets = answers if answers.dim() == 1 else _soft_targets(answers)
     dev = device_of(surrogate)
-    fit(surrogate, x_q.to(dev), targets.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=spawn_seed(gen), desc="surrogate")
+    fit(surrogate, x_q.to(dev), targets.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, desc="surrogate")  # the lab's recipe
     return SurrogateResult(model=surrogate.eval(), queries=queries, x_queried=x_q, answers=answers)
 
 

@@ -70,7 +70,7 @@ class InversionResult:
         label: the class that was inverted.
         costs: ``c(x_0), c(x_1), ..., c(x_n)`` for every iterate computed (``n`` steps taken).
         best_step: the index ``i`` of the arg-min iterate in ``costs``.
-        stop: why the loop ended: ``"gamma"`` (cost reached gamma), ``"beta"`` (no improvement
+        stop: why the loop ended: ``"gamma"`` (cost reached gamma), ``"beta"`` (no lower than the highest
             over the last beta costs) or ``"alpha"`` (alpha steps done).
     """
 
@@ -142,7 +142,8 @@ def mi_face(
             a differentiable callable mapping ``(N, *input_shape)`` to probabilities ``(N, C)``.
         label: the class to invert, in ``[0, C)``.
         alpha: maximum number of gradient steps (>= 1).
-        beta: look-back window of the no-improvement rule (>= 1).
+        beta: look-back window of the beta rule: stop when the cost is no lower than the highest of
+            the last ``beta`` costs (>= 1).
         gamma: stop once the cost is at most gamma (``gamma = 0.01`` means confidence >= 0.99
             when AUXTERM is zero).
         lam: the step size lambda (> 0).
@@ -207,7 +208,7 @@ def mi_face(
         costs.append(c_i)
         if c_i < costs[best_step]:
             best_x, best_step = x.detach().clone(), i
-        if c_i >= max(costs[max(0, i - beta) : i]):  # line 6: no improvement over the window
+        if c_i >= max(costs[max(0, i - beta) : i]):  # line 6: no lower than the worst cost in the window
             stop = "beta"
             break
         if c_i <= gamma:  # line 8

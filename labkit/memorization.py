@@ -428,6 +428,9 @@ def _as_scores(log_perplexities) -> torch.Tensor:
 def canary_rank(log_perplexities, secret_index: int) -> int:
     """Rank of the secret among all candidates: 1 + the number with strictly lower log-perplexity.
 
+    Carlini et al. count candidates with lower *or equal* log-perplexity, so ties count against the
+    canary there and in its favour here; with float scores ties are rare.
+
     Args:
         log_perplexities: float ``(|R|,)``, one per candidate secret.
         secret_index: position of the true secret in that tensor.
@@ -435,7 +438,7 @@ def canary_rank(log_perplexities, secret_index: int) -> int:
     Returns:
         An int in ``[1, |R|]`` (1: the model prefers the true secret to every other candidate).
 
-    Reference: Carlini et al. (2019), Definition 2 (rank).
+    Reference: Carlini et al. (2019), the definition of rank.
     """
     s = _as_scores(log_perplexities)
     if isinstance(secret_index, bool) or not isinstance(secret_index, (int, np.integer)) or not 0 <= secret_index < len(s):
@@ -454,7 +457,7 @@ def exposure(log_perplexities, secret_index: int) -> float:
         A float in ``[0, log2 |R|]``: ``log2 |R|`` when the canary ranks first, and about 1/ln 2 = 1.44 bits
         on average for a secret the model has never seen (its rank is then uniform).
 
-    Reference: Carlini et al. (2019), Definition 3 (exposure).
+    Reference: Carlini et al. (2019), the definition of exposure.
     """
     s = _as_scores(log_perplexities)
     return math.log2(len(s)) - math.log2(canary_rank(s, secret_index))

@@ -116,3 +116,21 @@ def test_feedback_html_shows_no_hidden_test(checked):
         assert "BEGIN HIDDEN TESTS" not in text
         leaked = sorted(line for line in hidden if line in text)
         assert not leaked, f"{student}'s feedback shows hidden test lines: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_written_answer_follows_its_question(lab):
+    """A manually graded answer cell comes right after a markdown cell that asks for it, with its points."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    answers = [(i, c) for i, c in enumerate(nb.cells)
+               if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")]
+    assert answers, f"{lab} has no written answer"
+    for i, cell in answers:
+        points = cell.metadata["nbgrader"]["points"]
+        before = nb.cells[i - 1] if i else None
+        assert before is not None and before.cell_type == "markdown" and not before.metadata.get("nbgrader"), \
+            f"{lab}: answer {cell.metadata['nbgrader']['grade_id']} is not preceded by a question cell"
+        assert f"({points:g} points)" in before.source, \
+            f"{lab}: the question before {cell.metadata['nbgrader']['grade_id']} does not state its {points:g} points"
