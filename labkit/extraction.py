@@ -609,7 +609,8 @@ def budget_sweep(
     rows = []
     settings = [(p, b) for p in policies for b in budgets]
     for policy, budget in progress(settings, desc="budget sweep"):
-        with torch.random.fork_rng(devices=[]):
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):  # CPU and CUDA: the caller's random state is left alone
             torch.manual_seed(seed)  # the same initialisation for every setting
             surrogate = make_surrogate()
         oracle = Oracle(victim, policy)

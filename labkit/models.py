@@ -111,8 +111,8 @@ def _seeded_reset(module: nn.Module, seed: int | None) -> None:
         return
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int or None, got {seed!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # parameters are created on the CPU: only its state matters
+        torch.default_generator.manual_seed(seed)  # not torch.manual_seed, which also reseeds CUDA for good
         for layer in module.modules():
             if layer is not module and hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
