@@ -206,8 +206,10 @@ def fit_batched(
     # Adam is elementwise: stacking k members' parameters changes nothing but the speed.
     opt = _StackedAdam(params, lr=lr, weight_decay=weight_decay)
     gen = make_generator(seed)
-    offsets = torch.arange(k, device=device)[:, None] * n  # (k, 1): row of member i's record j is i*n + j
-    flat_x = x.reshape(k * n, -1) if x.stride(0) else None  # None: one (n, d) array shared by all
+    if x.stride(0):  # member i's record j is row i*n + j of the flattened data
+        src, offsets = x.reshape(k * n, -1), torch.arange(k, device=device)[:, None] * n
+    else:  # one (n, d) array shared by all members
+        src, offsets = x[0], 0
     losses = torch.zeros(epochs, k, dtype=torch.float64, device=device)
     # A BatchedMLP gets hand-written gradients (no autograd graph: fewer, larger kernels).
     manual = _is_plain_batched_mlp(model)
@@ -219,7 +221,7 @@ def fit_batched(
         if shuffle:
             perm = torch.rand(k, n, generator=gen).argsort(dim=1).to(device)  # (k, n)
             ye = y.gather(1, perm)  # (k, n): labels are small, gather them at once
-            rows = perm + offsets if flat_x is not None else perm  # rows of flat_x (or of x[0])
+            rows = perm + offsets  # (k, n) rows of src
         else:
             ye = y
         total = losses[epoch]
@@ -230,7 +232,6 @@ def fit_batched(
                 xb = x[:, start:stop]  # a view
             else:  # gather this step's batch only: one index_select of k*B rows
                 r = rows[:, start:stop]
-                src = flat_x if flat_x is not None else x[0]
                 xb = src.index_select(0, r.reshape(-1)).view(k, r.shape[1], -1)  # (k, B, d)
             if manual:
                 per_member = _mlp_loss_and_grad(model, xb, yb)  # (k,), grads written
