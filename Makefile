@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LABS   := $(notdir $(wildcard solutions/lab*))
 
-.PHONY: help venv book test test-fast lab release grade bench clean
+.PHONY: help venv book test test-fast lab release grade check-lab bench clean
 
 help:
 	@echo "make book      build the Jupyter Book (chapters executed) into _build/html"
@@ -15,6 +15,7 @@ help:
 	@echo "make lab       start JupyterLab with the nbgrader extension"
 	@echo "make release   regenerate labs/ from solutions/ with nbgrader"
 	@echo "make grade     autograde every submission in grading/submitted/"
+	@echo "make check-lab check with nbgrader that every lab grades as intended (LAB=name: one lab)"
 	@echo "make bench     print the benchmark tables"
 
 $(BIN)/python: requirements.txt pyproject.toml
@@ -44,7 +45,11 @@ release: venv
 	done
 
 grade: venv
-	$(BIN)/python tools/grade.py
+	$(BIN)/mlsec-grade
+
+# LAB=<name> checks one lab (a folder of solutions/); without it, every lab.
+check-lab: venv
+	$(BIN)/mlsec-check-lab $(LAB)
 
 bench: venv
 	LABKIT_PROGRESS=0 $(BIN)/python benchmarks/run_all.py

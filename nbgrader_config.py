@@ -4,7 +4,6 @@ solutions/ (the source notebooks) -> labs/ (the released student notebooks, comm
 grading/submitted/<student>/<lab>/ -> grading/autograded/ -> grading/feedback/
 """
 import os
-import sys
 
 c = get_config()  # noqa: F821 - provided by nbgrader
 
@@ -35,12 +34,11 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.Execute.timeout = 300
 
 # Feedback HTML must not reveal hidden tests: GetGrades (nbgrader's default), then our
-# HideHiddenTests (tools/nbgrader_feedback.py: drops the hidden region and the tracebacks that
-# quote it), then the default CSS.
-if os.path.join(HERE, "tools") not in sys.path:
-    sys.path.insert(0, os.path.join(HERE, "tools"))
+# HideHiddenTests (coursetools/nbgrader_feedback.py: drops the hidden region and the tracebacks
+# that quote it), then the default CSS. coursetools is installed with the project (`-e .` in
+# requirements.txt), so nbgrader imports the preprocessor by its module path.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "nbgrader_feedback.HideHiddenTests",
+    "coursetools.nbgrader_feedback.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -11,7 +11,7 @@ by computing every model's training accuracy (what ``fit`` and ``fit_batched`` r
 * seq hand-written: the batched code's own step (hand-written backward, fused Adam called
   directly, no autograd), run for one model at a time (``fit_batched`` on a one-member
   ``BatchedMLP``). It isolates what batching buys from what dropping autograd buys.
-* batched: ``labkit.train.fit_batched`` on a ``labkit.models.BatchedMLP`` (one batched forward
+* batched: ``labkit.ensemble.fit_batched`` on a ``labkit.ensemble.BatchedMLP`` (one batched forward
   and backward per step for all k members).
 
 Each variant is timed with every torch thread count in ``--threads`` (default 1 and 2), because
@@ -33,10 +33,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from labkit.membership.lira import purchase_target_setting
+from labkit.ensemble import BatchedMLP, fit_batched
 from labkit.plots import format_table
-from labkit.models import BatchedMLP
-from labkit.train import fit_batched
+from labkit.targets import purchase_target_setting
 
 
 def sequential(models, x, y, *, epochs, batch_size, lr, adam, seed=0):

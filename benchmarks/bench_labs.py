@@ -5,9 +5,9 @@
 Per lab: the wall time to execute solutions/<lab>/<lab>.ipynb with nbclient (kernel start
 included; the slowest cell is reported too, to compare with the per-cell limit Execute.timeout),
 and the wall time of `nbgrader autograde` for one submission (the solution) in a throwaway course
-(tools/nbgrading.py), which adds nbgrader's own work (sanitising, gradebook) to the execution.
-With --repeat N each is measured N times and the median is shown. Budget: a lab must execute in
-<= 240 s on a 2-core CPU (aim 120 s).
+(coursetools/nbgrading.py), which adds nbgrader's own work (sanitising, gradebook) to the
+execution. With --repeat N each is measured N times and the median is shown. Budget: a lab must
+execute in <= 240 s on a 2-core CPU (aim 120 s).
 """
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from coursetools import nbgrading
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import nbgrading  # noqa: E402
 
 BUDGET_S = 240.0
 
 
 def execute_once(notebook: Path, timeout: int) -> tuple[float, float, int, list[str]]:
     """Execute a notebook in its folder; returns (seconds, slowest cell seconds, cells, errors)."""
-    import nbclient
     from datetime import datetime
+
+    import nbclient
 
     nb = nbgrading.read_notebook(notebook)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,

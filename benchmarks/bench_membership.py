@@ -1,6 +1,6 @@
 """Shokri et al. (2017) membership inference on Purchase-like data: the lecture's tables, rerun.
 
-Prints, on the shared target setting (``labkit.membership.purchase_target_setting``: 600 binary
+Prints, on the shared target setting (``labkit.targets.purchase_target_setting``: 600 binary
 features, a 600-128-100 MLP trained on 2,000 records until it fits them):
 
 1. overfitting vs attack success for 2, 10, 20, 50 and 100 classes (the paper's Table II);
@@ -27,19 +27,18 @@ import time
 
 import torch
 
-from labkit.membership import (
+from labkit.experiments.membership import (
     SynthesisConfig,
     make_scenario,
     mitigation_table,
     overfitting_table,
-    purchase_target_setting,
     shadow_data_table,
-    synthesize,
-    synthesize_batch,
 )
+from labkit.membership import synthesize, synthesize_batch
 from labkit.models import MLP
 from labkit.oracle import Oracle
 from labkit.plots import format_table
+from labkit.targets import purchase_target_setting
 from labkit.train import evaluate, fit
 from labkit.utils import make_generator
 
@@ -52,14 +51,14 @@ def synthesis_speed(scenario, cfg: SynthesisConfig, *, sequential_chains: int, b
     api = Oracle(scenario.target)
     gen = make_generator(0)
     start = time.perf_counter()
-    found = sum(synthesize(api, c % n_classes, generator=gen, **kw) is not None for c in range(sequential_chains))
+    found = sum(synthesize(api, c % n_classes, seed=gen, **kw) is not None for c in range(sequential_chains))
     seconds = time.perf_counter() - start
     rows.append({"SYNTHESIZE": "one chain at a time", "chains": sequential_chains, "records": found,
                  "oracle calls": api.queries, "queries/record": api.queries / max(found, 1),
                  "seconds": seconds, "records/s": found / seconds})
     api = Oracle(scenario.target)
     start = time.perf_counter()
-    res = synthesize_batch(api, torch.arange(batched_chains) % n_classes, generator=make_generator(1), **kw)
+    res = synthesize_batch(api, torch.arange(batched_chains) % n_classes, seed=make_generator(1), **kw)
     seconds = time.perf_counter() - start
     rows.append({"SYNTHESIZE": "batched chains", "chains": batched_chains, "records": res.n_records,
                  "oracle calls": res.oracle_calls, "queries/record": res.queries_per_record,

@@ -18,8 +18,15 @@ import time
 import torch
 
 from labkit.data import load_digits, make_splits
-from labkit.inversion import class_means, clip_to_range, invert_classes, reconstruction_score
-from labkit.memorization import LMConfig, canary_experiment, generalization_gap
+from labkit.experiments.memorization import canary_experiment
+from labkit.inversion import (
+    class_means,
+    clip_to_range,
+    invert_classes,
+    reconstruction_score,
+)
+from labkit.memorization import LMConfig
+from labkit.metrics import generalization_gap
 from labkit.models import MLP
 from labkit.plots import format_table
 from labkit.train import evaluate, fit, predict_proba

@@ -25,6 +25,7 @@ import torch
 
 from labkit import watermark as wm
 from labkit.data import load_digits, make_splits
+from labkit.experiments.watermark import extraction_attack
 from labkit.models import MLP
 from labkit.plots import format_table
 from labkit.train import evaluate, fit
@@ -37,7 +38,7 @@ EPOCHS = 80  # No-WM training and both marking modes (mark()'s default)
 
 
 def new_model(seed: int, hidden=HIDDEN) -> MLP:
-    return wm.reinitialize_(MLP(64, 10, hidden=hidden), seed)
+    return MLP(64, 10, hidden=hidden, seed=seed)
 
 
 def train_plain(data, seed: int, hidden=HIDDEN, epochs: int = EPOCHS) -> MLP:
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     acc: dict[str, list[tuple[float, float]]] = {}
     keys, marked = [], []
     for seed in range(args.seeds):
-        mk, vk = wm.keygen(N_TRIGGERS, ground_truth=f, generator=seed)
+        mk, vk = wm.keygen(N_TRIGGERS, ground_truth=f, seed=seed)
         keys.append((mk, vk))
         nowm = train_plain(train, seed)
         scratch = wm.mark(new_model(seed), mk, train, mode="fromscratch", epochs=EPOCHS, seed=seed)
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
             for mode in wm.FINE_TUNE_MODES:
                 attacked[mode] = wm.fine_tune_attack(model, adv, mode=mode, epochs=20, seed=seed)
             for output in ("probs", "label"):
-                attacked[f"extraction ({output})"] = wm.extraction_attack(model, adv.x, new_model(3000 + seed), output=output, seed=seed)
+                attacked[f"extraction ({output})"] = extraction_attack(model, adv.x, new_model(3000 + seed), output=output, seed=seed)
             for attack, m in attacked.items():
                 res.setdefault((wname, attack), []).append(
                     (evaluate(m, test.x, test.y), wm.trigger_accuracy(m, mk),

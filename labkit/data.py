@@ -21,7 +21,7 @@ import torch
 
 from .utils import as_features, as_labels, make_generator, spawn_seed
 
-__all__ = ["Data", "Splits", "load_digits", "make_purchase", "load_torchvision", "make_splits"]
+__all__ = ["Data", "Splits", "load_digits", "make_purchase", "load_olivetti_faces", "load_torchvision", "make_splits"]
 
 
 @dataclass
@@ -109,7 +109,7 @@ def make_purchase(
     strength: float = 1.5,
     base_a: float = 0.6,
     base_b: float = 4.0,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
 ) -> Data:
     """Generate a synthetic Purchase-like dataset of binary shopping records.
 
@@ -134,7 +134,7 @@ def make_purchase(
         n_classes: number of classes (the paper uses 2, 10, 20, 50 and 100).
         strength: class separation (standard deviation of the logit tilt).
         base_a, base_b: Beta parameters of the population popularity.
-        seed: makes the output deterministic.
+        seed: seed or generator; the same seed gives the same records.
 
     Returns:
         :class:`Data` with ``x`` float32 of shape ``(N, d)`` holding 0/1 values and ``y`` int64.
@@ -184,6 +184,36 @@ def _gamma_sample(alpha: float, shape: tuple[int, ...], gen: torch.Generator) ->
     if boost:
         out = out * torch.rand(n, generator=gen, dtype=torch.float64) ** (1.0 / alpha)
     return out.reshape(shape).float()
+
+
+def load_olivetti_faces(*, data_home: str | None = None) -> Data:
+    """Load the AT&T (Olivetti) faces from scikit-learn's local cache; never downloads.
+
+    40 people, 10 images each, 64x64 grey levels in [0, 1] (the same kind of data as the faces
+    Fredrikson et al. inverted).
+
+    Args:
+        data_home: scikit-learn's data folder (default ``~/scikit_learn_data``).
+
+    Returns:
+        :class:`Data` with ``x`` of shape ``(400, 1, 64, 64)`` and 40 classes.
+
+    Raises:
+        FileNotFoundError: when the faces are not cached; the message says how to cache them.
+    """
+    from sklearn.datasets import fetch_olivetti_faces, get_data_home
+
+    try:
+        bunch = fetch_olivetti_faces(data_home=data_home, download_if_missing=False)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"The Olivetti faces are not cached under {get_data_home(data_home)!r} and labkit never "
+            "downloads. On a machine with network access run "
+            "`python -c \"import sklearn.datasets as d; d.fetch_olivetti_faces()\"` once (or copy "
+            "the cache folder here); meanwhile use labkit.data.load_digits()."
+        ) from err
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (400, 1, 64, 64)
+    return Data(x, torch.tensor(bunch.target, dtype=torch.int64), 40, "olivetti-faces")
 
 
 _TORCHVISION = {

@@ -30,7 +30,16 @@ from .metrics import accuracy, fidelity
 from .models import LogisticRegression
 from .oracle import Oracle, OutputPolicy
 from .train import fit, predict
-from .utils import as_features, as_labels, device_of, make_generator, progress
+from .utils import (
+    as_features,
+    as_labels,
+    device_of,
+    init_from_seed,
+    make_generator,
+    outputs_of,
+    progress,
+    spawn_seed,
+)
 
 __all__ = [
     "ExtractionScores",
@@ -67,13 +76,7 @@ class ExtractionScores:
 
 def _labels_from(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, name: str) -> torch.Tensor:
     """Call a prediction function and turn its answer into labels ``(N,)`` on the CPU."""
-    if not callable(f):
-        raise ValueError(f"{name} must be a callable mapping inputs (N, ...) to labels or scores, got {type(f).__name__}")
-    with torch.no_grad():
-        # a model gets its inputs on its own device; other callables take x as it is
-        out = f(x.to(device_of(f))) if isinstance(f, nn.Module) else f(x)
-    if not isinstance(out, torch.Tensor):
-        out = torch.as_tensor(out)
+    out = outputs_of(f, x, name=name)  # a model gets x on its own device; other callables as it is
     if out.dim() == 2:
         out = out.argmax(dim=1)
     out = as_labels(out.cpu(), name=f"{name}(x)")
@@ -341,7 +344,7 @@ def logreg_queries(
     low: float = 0.0,
     high: float = 1.0,
     design: str = "orthogonal",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
     """Random query points in the box ``[low, high]^d`` for equation solving.
 
@@ -355,7 +358,7 @@ def logreg_queries(
             are orthogonal, so the system is well conditioned. ``"uniform"``: i.i.d. uniform
             points (a random square system is often badly conditioned: with float32 answers and
             d = 64 we measured parameter errors from 1e-6 to 5e-5).
-        generator: randomness (None: seeded by the OS).
+        seed: seed or generator of the query points (``None``: a fresh seed from the OS).
 
     Returns:
         float32 ``(N, *input_shape)``.
@@ -366,7 +369,7 @@ def logreg_queries(
         raise ValueError(f"the input range needs low < high, got low={low}, high={high}")
     if design not in ("orthogonal", "uniform"):
         raise ValueError(f"design must be 'orthogonal' or 'uniform', got {design!r}")
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     d = math.prod(input_shape)
     if design == "uniform":
         x = low + (high - low) * torch.rand(n_queries, d, generator=gen, dtype=torch.float64)
@@ -387,7 +390,7 @@ def solve_logreg(
     low: float = 0.0,
     high: float = 1.0,
     design: str = "orthogonal",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> ExtractedLogReg:
     """Extract a logistic regression behind a probability API by equation solving.
 
@@ -405,7 +408,7 @@ def solve_logreg(
         n_queries: number of queries; default ``d + 1``, the minimum.
         low, high: the input range the queries are drawn from.
         design: query design, see :func:`logreg_queries`.
-        generator: randomness of the query points (None: seeded by the OS).
+        seed: seed or generator of the query points (``None``: a fresh seed from the OS).
 
     Returns:
         :class:`ExtractedLogReg` (class 0 normalised to zero; see its docstring) with
@@ -436,7 +439,7 @@ def solve_logreg(
         n_queries = d + 1
     if not isinstance(n_queries, int) or isinstance(n_queries, bool) or n_queries < d + 1:
         raise ValueError(f"n_queries must be an int >= d + 1 = {d + 1}, got {n_queries!r}")
-    x = logreg_queries(n_queries, oracle.input_shape, low=low, high=high, design=design, generator=generator)
+    x = logreg_queries(n_queries, oracle.input_shape, low=low, high=high, design=design, seed=seed)
     before = oracle.queries
     probs = oracle(x)  # (N, C) float32
     if probs.dim() != 2:
@@ -488,7 +491,7 @@ def train_surrogate(
     epochs: int = 60,
     batch_size: int = 64,
     lr: float = 3e-3,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
 ) -> SurrogateResult:
     """Steal a model by training a surrogate on the oracle's answers to unlabeled pool inputs.
 
@@ -560,7 +563,7 @@ def budget_sweep(
     epochs: int = 60,
     batch_size: int = 64,
     lr: float = 3e-3,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
 ) -> list[dict]:
     """Accuracy and fidelity of learning-based extraction against the query budget.
 
@@ -572,8 +575,10 @@ def budget_sweep(
     Args:
         victim: the target model (wrapped in an oracle; the attack never touches it directly).
         x_pool: attacker's unlabeled inputs ``(M, ...)``.
-        make_surrogate: builds a fresh surrogate; it is called under a forked RNG seeded from
-            ``seed``, so its initialisation is reproducible and global random state is untouched.
+        make_surrogate: builds a fresh surrogate; it is called inside
+            :func:`labkit.utils.init_from_seed` with ``seed`` (a forked RNG seeded as
+            ``torch.manual_seed(seed)`` would), so its initialisation is reproducible and the
+            global random state is untouched.
         x_test, y_test: held-out data from the task's distribution, for accuracy and fidelity.
         budgets: query budgets, each in ``[1, M]``.
         outputs: output policies: ``"probs"``, ``"label"`` or :class:`~labkit.oracle.OutputPolicy`.
@@ -606,12 +611,12 @@ def budget_sweep(
     x_test = as_features(x_test, name="x_test")
     y_test = as_labels(y_test, name="y_test", n=x_test.shape[0])
     victim_labels = predict(victim, x_test).cpu()
+    if not isinstance(seed, int):  # a generator or None: one int for every setting, drawn once
+        seed = spawn_seed(make_generator(seed))
     rows = []
     settings = [(p, b) for p in policies for b in budgets]
     for policy, budget in progress(settings, desc="budget sweep"):
-        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=cuda):  # CPU and CUDA: the caller's random state is left alone
-            torch.manual_seed(seed)  # the same initialisation for every setting
+        with init_from_seed(seed):  # the same initialisation for every setting; global state untouched
             surrogate = make_surrogate()
         oracle = Oracle(victim, policy)
         res = train_surrogate(oracle, x_pool, surrogate, n_queries=budget, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .data import Data
-from .utils import as_features, as_labels, device_of, progress
+from .utils import as_features, as_images, as_labels, device_of, outputs_of, progress
 
 __all__ = [
     "ProbabilityFn",
@@ -47,7 +46,6 @@ __all__ = [
     "total_variation",
     "class_means",
     "reconstruction_score",
-    "load_olivetti_faces",
 ]
 
 ProbabilityFn = Callable[[torch.Tensor], torch.Tensor]
@@ -251,21 +249,6 @@ def clip_to_range(low: float = 0.0, high: float = 1.0) -> Process:
     return process
 
 
-def _image_view(x: torch.Tensor, image_shape: Sequence[int] | None) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """View a batch as images (N, 1, H, W); flat square inputs are reshaped."""
-    if image_shape is None:
-        if x.dim() == 4:
-            return x, tuple(x.shape[1:])
-        side = int(round(math.sqrt(x[0].numel())))
-        if side * side != x[0].numel():
-            raise ValueError(f"cannot view inputs of shape {tuple(x.shape[1:])} as square images; pass image_shape=(C, H, W)")
-        image_shape = (1, side, side)
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3 or math.prod(image_shape) != x[0].numel():
-        raise ValueError(f"image_shape must be (C, H, W) with {x[0].numel()} values, got {image_shape}")
-    return x.reshape(x.shape[0], *image_shape), image_shape
-
-
 def gaussian_smoothing(sigma: float = 0.5, *, image_shape: Sequence[int] | None = None, low: float | None = 0.0, high: float | None = 1.0) -> Process:
     """PROCESS that blurs each image with a Gaussian of width ``sigma`` pixels, then clips.
 
@@ -285,7 +268,7 @@ def gaussian_smoothing(sigma: float = 0.5, *, image_shape: Sequence[int] | None 
     k1 = k1 / k1.sum()  # (2r+1,)
 
     def process(x: torch.Tensor) -> torch.Tensor:
-        img, shp = _image_view(x, image_shape)  # (N, C, H, W)
+        img, shp = as_images(x, image_shape)  # (N, C, H, W)
         c = shp[0]
         k = k1.to(x.device, x.dtype)
         kx = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
@@ -332,7 +315,7 @@ def total_variation(weight: float, *, image_shape: Sequence[int] | None = None) 
         raise ValueError(f"weight must be >= 0, got {weight}")
 
     def aux(x: torch.Tensor) -> torch.Tensor:
-        img, _ = _image_view(x, image_shape)  # (N, C, H, W)
+        img, _ = as_images(x, image_shape)  # (N, C, H, W)
         dh = (img[..., 1:, :] - img[..., :-1, :]).abs().mean()
         dw = (img[..., :, 1:] - img[..., :, :-1]).abs().mean()
         return weight * (dh + dw)
@@ -428,11 +411,11 @@ def reconstruction_score(x_inv, labels, *, f_target: nn.Module | ProbabilityFn, 
     Returns:
         :class:`ReconstructionScore`.
     """
-    f = _as_probability_fn(f_target)
     x_inv = as_features(x_inv, name="x_inv")
     means = as_features(means, name="means", shape=tuple(x_inv.shape[1:]))
     labels = as_labels(labels, name="labels", n_classes=means.shape[0], n=x_inv.shape[0])
-    probs = f(x_inv.to(getattr(f, "device", x_inv.device))).cpu()  # (K, C)
+    f = f_target if isinstance(f_target, nn.Module) else _as_probability_fn(f_target)
+    probs = outputs_of(f, x_inv.to(getattr(f, "device", x_inv.device)), name="f_target").cpu()  # (K, C)
     conf = probs[torch.arange(len(labels)), labels]
     d = torch.cdist(x_inv.reshape(len(x_inv), -1).cpu().double(), means.reshape(len(means), -1).cpu().double())  # (K, C)
     own = d[torch.arange(len(labels)), labels]
@@ -440,33 +423,3 @@ def reconstruction_score(x_inv, labels, *, f_target: nn.Module | ProbabilityFn, 
     other[torch.arange(len(labels)), labels] = float("inf")
     other_d, other_k = other.min(dim=1)
     return ReconstructionScore(labels=labels, confidence=conf.float(), own_distance=own.float(), other_distance=other_d.float(), nearest_other=other_k, nearer_own=own < other_d)
-
-
-def load_olivetti_faces(*, data_home: str | None = None) -> Data:
-    """Load the AT&T (Olivetti) faces from scikit-learn's local cache; never downloads.
-
-    40 people, 10 images each, 64x64 grey levels in [0, 1] (the same kind of data as the faces
-    Fredrikson et al. inverted).
-
-    Args:
-        data_home: scikit-learn's data folder (default ``~/scikit_learn_data``).
-
-    Returns:
-        :class:`Data` with ``x`` of shape ``(400, 1, 64, 64)`` and 40 classes.
-
-    Raises:
-        FileNotFoundError: when the faces are not cached; the message says how to cache them.
-    """
-    from sklearn.datasets import fetch_olivetti_faces, get_data_home
-
-    try:
-        bunch = fetch_olivetti_faces(data_home=data_home, download_if_missing=False)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"The Olivetti faces are not cached under {get_data_home(data_home)!r} and labkit never "
-            "downloads. On a machine with network access run "
-            "`python -c \"import sklearn.datasets as d; d.fetch_olivetti_faces()\"` once (or copy "
-            "the cache folder here); meanwhile use labkit.data.load_digits()."
-        ) from err
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (400, 1, 64, 64)
-    return Data(x, torch.tensor(bunch.target, dtype=torch.int64), 40, "olivetti-faces")

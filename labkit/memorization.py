@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import normalized_entropy
-from .utils import as_labels, as_probabilities, device_of, make_generator, progress
+from .train import train_loop
+from .utils import device_of, init_from_seed, make_generator
 
 __all__ = [
     "Vocab",
@@ -41,10 +41,6 @@ __all__ = [
     "Extraction",
     "extract_secret",
     "generate",
-    "CanaryResult",
-    "canary_experiment",
-    "GapReport",
-    "generalization_gap",
 ]
 
 LN2 = math.log(2.0)
@@ -240,26 +236,20 @@ class CharLM(nn.Module):
     Args:
         vocab_size: number of tokens V.
         embed, hidden, layers: embedding width, GRU width, GRU layers.
-        seed: seed or generator for the initial weights (PyTorch's default initialization
-            schemes, drawn from this generator); ``None`` uses PyTorch's global generator.
+        seed: seed or generator of the initial weights (PyTorch's default initialisation schemes,
+            :func:`labkit.utils.init_from_seed`).
     """
 
-    def __init__(self, vocab_size: int, *, embed: int = 32, hidden: int = 96, layers: int = 1, seed: int | torch.Generator | None = None) -> None:
+    def __init__(self, vocab_size: int, *, embed: int = 32, hidden: int = 96, layers: int = 1, seed: int | torch.Generator | None = 0) -> None:
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("embed", embed), ("hidden", hidden), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.vocab_size = vocab_size
-        self.embed = nn.Embedding(vocab_size, embed)
-        self.gru = nn.GRU(embed, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, vocab_size)
-        if seed is not None:
-            gen = make_generator(seed)
-            bound = 1.0 / math.sqrt(hidden)  # nn.GRU's and nn.Linear's (fan-in = hidden) default range
-            with torch.no_grad():
-                nn.init.normal_(self.embed.weight, generator=gen)
-                for p in [*self.gru.parameters(), *self.head.parameters()]:
-                    nn.init.uniform_(p, -bound, bound, generator=gen)
+        with init_from_seed(seed):
+            self.embed = nn.Embedding(vocab_size, embed)
+            self.gru = nn.GRU(embed, hidden, num_layers=layers, batch_first=True)
+            self.head = nn.Linear(hidden, vocab_size)
 
     def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out, state = self.gru(self.embed(ids), state)  # (B, T, H), (L, B, H)
@@ -298,19 +288,17 @@ def train_lm(
     ids = ids.to(device)
     gen = make_generator(seed)
     offsets = torch.arange(seq_len + 1, device=device)  # (T+1,)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in progress(range(steps), desc="training LM"):
+
+    def one_window_batch():  # one "pass" of train_loop = one step on a fresh batch of windows
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch_size,), generator=gen).to(device)
-        window = ids[starts[:, None] + offsets]  # (B, T+1)
+        return [(ids[starts[:, None] + offsets],)]  # (B, T+1)
+
+    def loss_fn(window: torch.Tensor) -> torch.Tensor:
         logits, _ = model(window[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
+
+    model.train()
+    losses = train_loop(model.parameters(), one_window_batch, loss_fn, epochs=steps, lr=lr, max_grad_norm=1.0, desc="training LM")
     model.eval()
     return losses
 
@@ -536,156 +524,26 @@ def extract_secret(model: nn.Module, vocab: Vocab, prefix: str, *, k: int, beam_
 
 
 @torch.no_grad()
-def generate(model: nn.Module, vocab: Vocab, prompt: str, *, n_chars: int = 40, greedy: bool = True, generator: torch.Generator | None = None, context: str = "\n") -> str:
+def generate(model: nn.Module, vocab: Vocab, prompt: str, *, n_chars: int = 40, greedy: bool = True, seed: int | torch.Generator | None = 0, context: str = "\n") -> str:
     """Continue ``prompt`` by ``n_chars`` characters, greedily or by sampling.
 
     Args:
-        greedy: take the most likely character each time; otherwise sample with ``generator``
-            (required, so that sampling is reproducible).
+        greedy: take the most likely character each time; otherwise sample, drawing from ``seed``.
+        seed: seed or generator of the sampling (unused when greedy).
 
     Returns:
         The generated continuation only (without the prompt).
     """
     if n_chars < 1:
         raise ValueError(f"n_chars must be >= 1, got {n_chars}")
-    if not greedy and generator is None:
-        raise ValueError("sampling (greedy=False) needs a generator, e.g. labkit.utils.make_generator(0)")
+    gen = None if greedy else make_generator(seed)
     device = device_of(model)
     model.eval()
     logits, state = model(vocab.encode(context + prompt).to(device)[None])
     out = []
     for _ in range(n_chars):
         p = torch.softmax(logits[0, -1].double(), dim=-1).cpu()
-        nxt = int(p.argmax()) if greedy else int(torch.multinomial(p, 1, generator=generator))
+        nxt = int(p.argmax()) if greedy else int(torch.multinomial(p, 1, generator=gen))
         out.append(nxt)
         logits, state = model(torch.tensor([[nxt]], device=device), state)
     return vocab.decode(out)
-
-
-# --------------------------------------------------------------------------------------------
-# The whole experiment
-
-
-@dataclass
-class CanaryResult:
-    """One canary measured on one trained model."""
-
-    canary: Canary
-    exposure: float  # bits, log2(10^k) - log2(rank)
-    rank: int  # 1 = the true secret is the most likely candidate
-    max_exposure: float  # log2(10^k)
-    extracted: str  # the secret found by beam search
-    extracted_ok: bool  # extracted == canary.secret
-    train_loss: float  # mean loss of the last 50 steps (nats per character)
-    model: CharLM = field(repr=False, default=None)  # the trained model
-
-
-def canary_experiment(
-    insertions: Sequence[int] = (0, 1, 4, 16),
-    *,
-    k: int = 5,
-    n_sentences: int = 500,
-    config: LMConfig | None = None,
-    beam_width: int = 16,
-    seed: int = 0,
-    prefix: str = "my PIN is",
-) -> list[CanaryResult]:
-    """Train one LM per insertion count r, each on a corpus holding the canary r times.
-
-    Every model sees the same template sentences and the same canary (only r changes), so
-    the exposures are comparable; r = 0 is the model that never saw the canary.
-
-    Args:
-        insertions: the values of r.
-        k: digits in the secret.
-        n_sentences: template sentences per corpus.
-        config: the LM's size and schedule (default :class:`LMConfig`).
-        beam_width: beam used for extraction.
-        seed: drives the secret, the corpus, the initialization and the training windows.
-        prefix: the canary's template.
-
-    Returns:
-        One :class:`CanaryResult` per r, in order.
-    """
-    config = config or LMConfig()
-    vocab = Vocab()
-    gen = make_generator(seed)
-    secret = make_canary(prefix, k=k, seed=gen).secret
-    corpus_seed, init_seed, train_seed = (torch.randint(0, 2**31, (3,), generator=gen).tolist())
-    results = []
-    for r in insertions:
-        canary = Canary(secret=secret, prefix=prefix, insertions=int(r))
-        text = make_corpus(n_sentences, canaries=[canary], seed=corpus_seed)
-        model = CharLM(len(vocab), embed=config.embed, hidden=config.hidden, layers=config.layers, seed=init_seed)
-        losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
-        scores = candidate_log_perplexities(model, vocab, prefix, k=k)
-        ext = extract_secret(model, vocab, prefix, k=k, beam_width=beam_width)
-        results.append(
-            CanaryResult(
-                canary=canary,
-                exposure=exposure(scores, canary.index),
-                rank=canary_rank(scores, canary.index),
-                max_exposure=math.log2(10**k),
-                extracted=ext.secret,
-                extracted_ok=ext.secret == secret,
-                train_loss=float(np.mean(losses[-50:])),
-                model=model,
-            )
-        )
-    return results
-
-
-# --------------------------------------------------------------------------------------------
-# Classifiers: the generalization gap
-
-
-@dataclass(frozen=True)
-class GapReport:
-    """Members vs non-members of a classifier's training set.
-
-    Attributes:
-        train_accuracy, test_accuracy: accuracy on members and on non-members.
-        accuracy_gap: ``train_accuracy - test_accuracy``.
-        confidence_members, confidence_nonmembers: mean probability given to the true class.
-        confidence_gap: members minus non-members.
-        entropy_members, entropy_nonmembers: mean normalized prediction entropy.
-        entropy_gap: non-members minus members (positive when members get surer predictions).
-    """
-
-    train_accuracy: float
-    test_accuracy: float
-    accuracy_gap: float
-    confidence_members: float
-    confidence_nonmembers: float
-    confidence_gap: float
-    entropy_members: float
-    entropy_nonmembers: float
-    entropy_gap: float
-
-
-def generalization_gap(probs_members, y_members, probs_nonmembers, y_nonmembers) -> GapReport:
-    """How differently a classifier treats its training records (members) and unseen ones.
-
-    Args:
-        probs_members: predicted probabilities on members, ``(N, C)``.
-        y_members: their labels ``(N,)``.
-        probs_nonmembers: predicted probabilities on non-members, ``(M, C)``.
-        y_nonmembers: their labels ``(M,)``.
-
-    Returns:
-        :class:`GapReport`. Large gaps mean overfitting, and they are what a membership
-        inference attack thresholds on (Yeom et al. 2018; Shokri et al. 2017).
-    """
-    out = {}
-    for tag, p, y in (("members", probs_members, y_members), ("nonmembers", probs_nonmembers, y_nonmembers)):
-        p = as_probabilities(p, name=f"probs_{tag}").double()
-        y = as_labels(y, name=f"y_{tag}", n_classes=p.shape[1], n=p.shape[0]).to(p.device)
-        if p.shape[0] == 0:
-            raise ValueError(f"probs_{tag} must hold at least one record")
-        out[tag] = (
-            float((p.argmax(1) == y).double().mean()),
-            float(p[torch.arange(len(y)), y].mean()),
-            float(normalized_entropy(p).mean()),
-        )
-    (acc_m, conf_m, ent_m), (acc_n, conf_n, ent_n) = out["members"], out["nonmembers"]
-    return GapReport(acc_m, acc_n, acc_m - acc_n, conf_m, conf_n, conf_m - conf_n, ent_m, ent_n, ent_n - ent_m)

@@ -1,4 +1,5 @@
-"""Metrics for attacks and models: accuracy, fidelity, precision/recall, ROC, entropy.
+"""Metrics for models and attacks: accuracy, fidelity, entropy, the generalization gap,
+precision/recall, ROC, attack reports, and the member/non-member sets attacks are evaluated on.
 
 Membership scores follow one convention everywhere: larger means "more likely a member".
 """
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-from .utils import as_labels
+from .data import Data
+from .utils import as_binary, as_labels, as_probabilities, check_int, make_generator
 
 __all__ = [
     "accuracy",
@@ -23,6 +25,12 @@ __all__ = [
     "roc_auc",
     "tpr_at_fpr",
     "normalized_entropy",
+    "GapReport",
+    "generalization_gap",
+    "AttackReport",
+    "evaluate_attack",
+    "MembershipSet",
+    "membership_set",
 ]
 
 
@@ -108,12 +116,7 @@ def _as_scores(scores, name: str) -> np.ndarray:
 
 
 def _as_bool(v, name: str) -> np.ndarray:
-    a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if not np.isin(a, [0, 1]).all():
-        raise ValueError(f"{name} must hold booleans or 0/1 values")
-    return a.astype(bool)
+    return as_binary(v, name=name).cpu().numpy()
 
 
 def roc(scores, is_member) -> RocCurve:
@@ -133,7 +136,7 @@ def roc_auc(scores, is_member) -> float:
     return roc(scores, is_member).auc
 
 
-def tpr_at_fpr(scores, is_member, fpr: float = 0.01) -> float:
+def tpr_at_fpr(scores, is_member, *, fpr: float = 0.01) -> float:
     """The highest true positive rate reached at a false positive rate of at most ``fpr``.
 
     Carlini et al. (2022) argue for this number, at 1% or 0.1% FPR, over average accuracy. It
@@ -156,10 +159,137 @@ def normalized_entropy(probs) -> torch.Tensor:
     Returns:
         float tensor ``(N,)``: 0 for a one-hot prediction, 1 for the uniform one.
     """
-    p = probs if isinstance(probs, torch.Tensor) else torch.as_tensor(np.asarray(probs))
-    if p.dim() != 2 or p.shape[1] < 2 or not p.is_floating_point():
-        raise ValueError(f"probs must be a float tensor of shape (N, n) with n >= 2, got shape {tuple(p.shape)}")
-    if (p < 0).any():
-        raise ValueError("probs must be non-negative")
+    p = as_probabilities(probs, name="probs", min_classes=2, normalized=False)
     plogp = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
     return -plogp.sum(dim=1) / math.log(p.shape[1])
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """Members vs non-members of a classifier's training set.
+
+    Attributes:
+        train_accuracy, test_accuracy: accuracy on members and on non-members.
+        accuracy_gap: ``train_accuracy - test_accuracy``.
+        confidence_members, confidence_nonmembers: mean probability given to the true class.
+        confidence_gap: members minus non-members.
+        entropy_members, entropy_nonmembers: mean normalized prediction entropy.
+        entropy_gap: non-members minus members (positive when members get surer predictions).
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    accuracy_gap: float
+    confidence_members: float
+    confidence_nonmembers: float
+    confidence_gap: float
+    entropy_members: float
+    entropy_nonmembers: float
+    entropy_gap: float
+
+
+def generalization_gap(probs_members, y_members, probs_nonmembers, y_nonmembers) -> GapReport:
+    """How differently a classifier treats its training records (members) and unseen ones.
+
+    Args:
+        probs_members: predicted probabilities on members, ``(N, C)``.
+        y_members: their labels ``(N,)``.
+        probs_nonmembers: predicted probabilities on non-members, ``(M, C)``.
+        y_nonmembers: their labels ``(M,)``.
+
+    Returns:
+        :class:`GapReport`. Large gaps mean overfitting, and they are what a membership
+        inference attack thresholds on (Yeom et al. 2018; Shokri et al. 2017).
+    """
+    out = {}
+    for tag, p, y in (("members", probs_members, y_members), ("nonmembers", probs_nonmembers, y_nonmembers)):
+        p = as_probabilities(p, name=f"probs_{tag}").double()
+        y = as_labels(y, name=f"y_{tag}", n_classes=p.shape[1], n=p.shape[0]).to(p.device)
+        if p.shape[0] == 0:
+            raise ValueError(f"probs_{tag} must hold at least one record")
+        out[tag] = (
+            float((p.argmax(1) == y).double().mean()),
+            float(p[torch.arange(len(y)), y].mean()),
+            float(normalized_entropy(p).mean()),
+        )
+    (acc_m, conf_m, ent_m), (acc_n, conf_n, ent_n) = out["members"], out["nonmembers"]
+    return GapReport(acc_m, acc_n, acc_m - acc_n, conf_m, conf_n, conf_m - conf_n, ent_m, ent_n, ent_n - ent_m)
+
+
+@dataclass(frozen=True)
+class AttackReport:
+    """Quality of a membership attack on equal numbers of members and non-members.
+
+    Attributes:
+        precision, recall, accuracy: of the decision "member" = score above ``threshold``
+            (accuracy 0.5 is the baseline of guessing).
+        auc: area under the ROC curve of the scores.
+        tpr_at_1pct: true positive rate at 1% false positive rate.
+        tpr_at_01pct: true positive rate at 0.1% false positive rate.
+        threshold: the decision threshold used.
+    """
+
+    precision: float
+    recall: float
+    accuracy: float
+    auc: float
+    tpr_at_1pct: float
+    tpr_at_01pct: float
+    threshold: float = 0.5
+
+
+def evaluate_attack(scores: torch.Tensor, is_member: torch.Tensor, *, threshold: float = 0.5) -> AttackReport:
+    """Precision, recall, accuracy at ``threshold``, AUC and TPR at 1% / 0.1% FPR.
+
+    Args:
+        scores: ``(N,)`` membership scores (larger: more likely a member), e.g. ``Pr[in]``.
+        is_member: bool ``(N,)``, the truth; both classes must occur.
+        threshold: decide "member" when ``score > threshold``.
+
+    Returns:
+        :class:`AttackReport`.
+    """
+    s = torch.as_tensor(_as_scores(scores, "scores"))
+    m = as_binary(is_member, name="is_member", n=s.shape[0])
+    pr = precision_recall(s > threshold, m)
+    return AttackReport(
+        precision=pr.precision,
+        recall=pr.recall,
+        accuracy=pr.accuracy,
+        auc=roc_auc(s, m),
+        tpr_at_1pct=tpr_at_fpr(s, m, fpr=0.01),
+        tpr_at_01pct=tpr_at_fpr(s, m, fpr=0.001),
+        threshold=float(threshold),
+    )
+
+
+@dataclass
+class MembershipSet:
+    """Records to attack: equal numbers of target members and non-members, shuffled.
+
+    Attributes:
+        x: inputs ``(2n, d)``; y: labels ``(2n,)``; is_member: bool ``(2n,)``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    is_member: torch.Tensor
+
+
+def membership_set(members: Data, non_members: Data, *, n: int | None = None, seed: int | torch.Generator | None = 0) -> MembershipSet:
+    """Draw ``n`` members and ``n`` non-members (default: as many as the smaller set) and shuffle.
+
+    The baseline accuracy of guessing on this set is 0.5 (Shokri et al., Section V-D).
+    """
+    n_max = min(len(members), len(non_members))
+    n = n_max if n is None else n
+    if check_int("n", n, minimum=1) > n_max:
+        raise ValueError(f"n must be an int in [1, {n_max}] (the smaller of the two sets), got {n!r}")
+    gen = make_generator(seed)
+    a = torch.randperm(len(members), generator=gen)[:n]
+    b = torch.randperm(len(non_members), generator=gen)[:n]
+    x = torch.cat([members.x[a], non_members.x[b]])
+    y = torch.cat([members.y[a], non_members.y[b]])
+    is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
+    order = torch.randperm(2 * n, generator=gen)
+    return MembershipSet(x[order], y[order], is_member[order])

@@ -82,18 +82,27 @@ def plot_roc(curves: Mapping[str, RocCurve], *, log: bool = True, ax=None, title
     return ax
 
 
-def format_table(rows: Sequence[Mapping[str, object]], *, columns: Sequence[str] | None = None, floatfmt: str = ".3f") -> str:
-    """Format a list of dicts as a Markdown table (floats with ``floatfmt``)."""
+def format_table(rows: Sequence[Mapping[str, object]], *, columns: Sequence[str] | None = None, floatfmt: str = ".3f", style: str = "markdown") -> str:
+    """Format a list of dicts as a table: Markdown (``style="markdown"``) or aligned plain text
+    (``style="text"``: first column left-aligned, the others right-aligned). Floats use ``floatfmt``."""
     if not rows:
         raise ValueError("rows must be a non-empty list of dicts")
+    if style not in ("markdown", "text"):
+        raise ValueError(f"style must be 'markdown' or 'text', got {style!r}")
     columns = list(columns or rows[0].keys())
 
     def cell(v: object) -> str:
         text = format(float(v), floatfmt) if isinstance(v, (float, np.floating)) else str(v)
-        return text.replace("|", "\\|")  # a bare | would end the cell
+        return text.replace("|", "\\|") if style == "markdown" else text  # a bare | would end a Markdown cell
 
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    head = [cell(c) for c in columns]
+    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    if style == "markdown":
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in body]
     return "\n".join(lines)
 
 

@@ -1,14 +1,18 @@
-"""Shared helpers: device choice, explicit generators, progress bars and input checks.
+"""Core helpers: device choice, randomness, progress bars and input checks.
 
-labkit never seeds global random state. Every random function takes a
-``generator: torch.Generator | None`` or a ``seed: int``; :func:`make_generator`
-turns either into a generator. :func:`seed_everything` exists for notebooks only.
+Randomness has one spelling in labkit: every random function takes a keyword-only
+``seed: int | torch.Generator | None = 0``. An int gives the same output every time (the default
+0 makes every run reproducible); a ``torch.Generator`` is used, and advanced, as it is (to chain
+draws); ``None`` asks the operating system for a fresh seed. labkit never reads, seeds or
+advances torch's, NumPy's or Python's global random state: :func:`make_generator` turns a
+``seed`` into a generator, and :func:`init_from_seed` initialises new layers from one.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -17,14 +21,19 @@ from torch import nn
 
 __all__ = [
     "get_device",
-    "seed_everything",
     "make_generator",
     "spawn_seed",
+    "init_from_seed",
     "progress",
     "device_of",
     "as_features",
     "as_labels",
     "as_probabilities",
+    "as_binary",
+    "check_int",
+    "image_shape",
+    "as_images",
+    "outputs_of",
 ]
 
 T = TypeVar("T")
@@ -51,19 +60,11 @@ def get_device() -> torch.device:
     return torch.device("cpu")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch global generators (for notebooks, never used inside labkit)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_generator(
-    seed: int | torch.Generator | None = None, *, device: torch.device | str = "cpu"
-) -> torch.Generator:
+def make_generator(seed: int | torch.Generator | None, *, device: torch.device | str = "cpu") -> torch.Generator:
     """Return a ``torch.Generator``: the one given, or a new one seeded with ``seed``.
 
-    ``None`` gives a generator seeded from the operating system, so results vary run to run.
+    ``None`` gives a generator seeded from the operating system, so results vary run to run;
+    torch's global generator is never used.
     """
     if isinstance(seed, torch.Generator):
         return seed
@@ -77,9 +78,29 @@ def make_generator(
     return gen
 
 
-def spawn_seed(generator: torch.Generator) -> int:
-    """Draw a fresh 62-bit seed from ``generator`` (to derive independent child generators)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+def spawn_seed(parent: torch.Generator) -> int:
+    """Draw a fresh 62-bit seed from the generator ``parent`` (to derive independent child generators)."""
+    return int(torch.randint(0, 2**62, (1,), generator=parent).item())
+
+
+@contextlib.contextmanager
+def init_from_seed(seed: int | torch.Generator | None) -> Iterator[None]:
+    """Within the block, layers created or reset (``nn.Linear(...)``, ``reset_parameters()``) draw
+    their initial weights from ``seed``, with PyTorch's own initialisation schemes.
+
+    The block runs on a forked copy of torch's CPU generator, seeded with ``seed`` itself when
+    it is an int (so ``MLP(..., seed=3)`` has the weights that ``torch.manual_seed(3)`` would
+    give), else with a seed drawn from the generator or the OS. The global state is restored on
+    exit, so nothing outside the block sees a draw. (Parameters are created on the CPU; only the
+    CPU generator is forked, CUDA's is never touched.)
+    """
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        value = int(seed)
+    else:
+        value = spawn_seed(make_generator(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(value)
+        yield
 
 
 def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | None = None, leave: bool = False) -> Iterable[T]:
@@ -166,14 +187,100 @@ def as_labels(y, *, name: str = "y", n_classes: int | None = None, n: int | None
     return y
 
 
-def as_probabilities(p, *, name: str = "probs", atol: float = 1e-4) -> torch.Tensor:
-    """Check that ``p`` is a batch of probability vectors ``(N, C)`` whose rows sum to 1."""
+def as_probabilities(p, *, name: str = "probs", min_classes: int = 1, normalized: bool = True, atol: float = 1e-4) -> torch.Tensor:
+    """Check a batch of probability vectors: a float tensor ``(N, C)``, finite and non-negative.
+
+    Args:
+        p: array-like or tensor ``(N, C)``.
+        name: the argument's name, used in error messages.
+        min_classes: the fewest classes C accepted (2 for entropies and binary attacks).
+        normalized: also require entries in ``[0, 1]`` and every row to sum to 1 (within
+            ``atol``); False accepts unnormalised non-negative rows (entropies normalise them
+            as they are given).
+        atol: tolerance of the range and sum checks.
+
+    Returns:
+        ``p`` as a tensor (not copied, dtype unchanged).
+    """
     if not isinstance(p, torch.Tensor):
         p = torch.as_tensor(np.asarray(p))
-    if p.dim() != 2 or not p.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor of shape (N, C), got {p.dtype} of shape {tuple(p.shape)}")
-    if (p < -atol).any() or (p > 1 + atol).any():
-        raise ValueError(f"{name} must hold probabilities in [0, 1]")
-    if not torch.allclose(p.sum(dim=1), torch.ones(p.shape[0], dtype=p.dtype, device=p.device), atol=atol):
+    if p.dim() != 2 or not p.is_floating_point() or p.shape[1] < min_classes:
+        least = f" with C >= {min_classes}" if min_classes > 1 else ""
+        raise ValueError(f"{name} must be a float tensor of shape (N, C){least}, got {p.dtype} of shape {tuple(p.shape)}")
+    if not torch.isfinite(p).all() or (p < -atol).any() or (normalized and (p > 1 + atol).any()):
+        raise ValueError(f"{name} must hold finite, non-negative probabilities" + (" in [0, 1]" if normalized else ""))
+    if normalized and not torch.allclose(p.sum(dim=1), torch.ones(p.shape[0], dtype=p.dtype, device=p.device), atol=atol):
         raise ValueError(f"each row of {name} must sum to 1")
     return p
+
+
+def as_binary(v, *, name: str, n: int | None = None) -> torch.Tensor:
+    """Check 0/1 or boolean flags (membership truth, decisions) and return a bool tensor ``(N,)``.
+
+    Unlike ``tensor.bool()``, a 2 or a 0.5 is an error, not a True.
+    """
+    t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (one flag per record), got shape {tuple(t.shape)}")
+    if t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError(f"{name} must hold booleans or 0/1 values")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} must have {n} entries (one per record), got {t.shape[0]}")
+    return t.to(torch.bool)
+
+
+def check_int(name: str, value, *, minimum: int = 0) -> int:
+    """``value`` if it is an int ``>= minimum`` (bools excluded); ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of one input: an image shape as it is, a flat square ``(d,)`` as ``(1, sqrt d, sqrt d)``."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3 and min(shape) >= 1:
+        return shape  # type: ignore[return-value]
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        if side >= 1 and side * side == shape[0]:
+            return 1, side, side
+        raise ValueError(f"a flat input_shape must hold a square number of pixels to be viewed as an image, got {shape}; pass an image shape (C, H, W)")
+    raise ValueError(f"input_shape must be (d,) with d a square, or (channels, height, width), got {shape}")
+
+
+def as_images(x: torch.Tensor, shape: Sequence[int] | None = None) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """View a batch as images ``(N, C, H, W)``: 4-D batches as they are, others reshaped to ``shape``
+    (default: :func:`image_shape` of one input). Returns the view and the image shape."""
+    if shape is None:
+        if x.dim() == 4:
+            return x, tuple(x.shape[1:])  # type: ignore[return-value]
+        shape = (x[0].numel(),)  # flat (or oddly shaped) inputs: square images of one channel
+    img = image_shape(shape)
+    if math.prod(img) != x[0].numel():
+        raise ValueError(f"image shape {img} must hold the {x[0].numel()} values of one input")
+    return x.reshape(x.shape[0], *img), img
+
+
+def outputs_of(f: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, name: str = "f") -> torch.Tensor:
+    """Call a model or a prediction function on a batch, without gradients, and return a tensor.
+
+    A ``nn.Module`` is taken to return logits: it gets ``x`` on its own device, in eval mode, and
+    its softmax probabilities ``(N, C)`` come back. Any other callable (an
+    :class:`~labkit.oracle.Oracle`, a function returning probabilities or labels) gets ``x`` as
+    it is and its answer is returned as a tensor, unchanged. The answer stays on its device.
+    """
+    if not callable(f):
+        raise ValueError(f"{name} must be an nn.Module or a callable mapping inputs (N, ...) to outputs, got {type(f).__name__}")
+    with torch.no_grad():
+        if isinstance(f, nn.Module):
+            was_training = f.training
+            f.eval()
+            out = torch.softmax(f(x.to(device_of(f))).double(), dim=-1).float()
+            f.train(was_training)
+        else:
+            out = f(x)
+    out = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
+    if out.dim() == 0 or out.shape[0] != x.shape[0]:
+        raise ValueError(f"{name}(x) must give one output per input ({x.shape[0]}), got shape {tuple(out.shape)}")
+    return out

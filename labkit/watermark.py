@@ -36,8 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Data
-from .train import fit, predict
-from .utils import as_features, as_labels, device_of, make_generator, progress
+from .train import fit, predict, train_loop
+from .utils import (
+    as_features,
+    as_labels,
+    device_of,
+    image_shape,
+    init_from_seed,
+    make_generator,
+)
 
 __all__ = [
     "NONCE_BYTES",
@@ -61,7 +68,6 @@ __all__ = [
     "last_layer",
     "FINE_TUNE_MODES",
     "fine_tune_attack",
-    "extraction_attack",
 ]
 
 NONCE_BYTES = 32  # 256-bit nonces r, drawn from the operating system's CSPRNG
@@ -169,24 +175,11 @@ def open_commitment(c: bytes, x: torch.Tensor | int, r: bytes) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _image_grid(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    """(channels, height, width) for a flat square input (d,) or an image shape (c, h, w)."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 1:
-        side = math.isqrt(shape[0])
-        if side * side != shape[0]:
-            raise ValueError(f"a flat input_shape must hold a square number of pixels, got {shape}")
-        return 1, side, side
-    if len(shape) == 3 and min(shape) >= 1:
-        return shape
-    raise ValueError(f"input_shape must be (d,) with d a square, or (channels, height, width), got {shape}")
-
-
 def abstract_images(
     n: int,
     *,
     input_shape: Sequence[int] = (64,),
-    generator: torch.Generator | int | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
     """Generate ``n`` abstract images: random smooth blobs, a stroke and a wave texture.
 
@@ -198,7 +191,7 @@ def abstract_images(
     Args:
         n: number of images.
         input_shape: shape of one input: ``(64,)`` for flat 8x8 digits, ``(1, 8, 8)`` for images.
-        generator: seed or generator; the same seed gives the same images.
+        seed: seed or generator; the same seed gives the same images.
 
     Returns:
         float32 tensor ``(n, *input_shape)`` with values in ``[0, 1]``.
@@ -207,8 +200,8 @@ def abstract_images(
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    c, h, w = _image_grid(input_shape)
-    gen = make_generator(generator)
+    c, h, w = image_shape(input_shape)
+    gen = make_generator(seed)
     m = n * c  # one independent pattern per channel
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -296,7 +289,7 @@ def sample_backdoor(
     *,
     input_shape: Sequence[int] = (64,),
     n_classes: int | None = None,
-    generator: torch.Generator | int | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> Backdoor:
     """``SampleBackdoor(O^f)``: ``n`` abstract images with labels that the ground truth does not give.
 
@@ -307,7 +300,7 @@ def sample_backdoor(
         ground_truth: ``O^f``, see :func:`ground_truth_labels`.
         input_shape: shape of one input.
         n_classes: C; defaults to ``ground_truth.n_classes``.
-        generator: seed or generator for the images and labels (the same seed, the same backdoor).
+        seed: seed or generator for the images and labels (the same seed, the same backdoor).
 
     Returns:
         :class:`Backdoor`.
@@ -317,8 +310,8 @@ def sample_backdoor(
     n_classes = n_classes if n_classes is not None else getattr(ground_truth, "n_classes", None)
     if not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an int >= 2 (pass n_classes= when ground_truth has no .n_classes), got {n_classes!r}")
-    gen = make_generator(generator)
-    T = abstract_images(n, input_shape=input_shape, generator=gen)  # (n, *input_shape)
+    gen = make_generator(seed)
+    T = abstract_images(n, input_shape=input_shape, seed=gen)  # (n, *input_shape)
     f_T = ground_truth_labels(ground_truth, T)  # (n,)
     if int(f_T.max()) >= n_classes:
         raise ValueError(f"ground_truth returned label {int(f_T.max())} but n_classes is {n_classes}")
@@ -400,7 +393,7 @@ def keygen(
     ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     input_shape: Sequence[int] = (64,),
     n_classes: int | None = None,
-    generator: torch.Generator | int | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> KeyPair:
     """``KeyGen()``: sample a backdoor, commit to each trigger image and label.
 
@@ -414,7 +407,7 @@ def keygen(
         ground_truth: ``O^f``, see :func:`ground_truth_labels`.
         input_shape: shape of one input.
         n_classes: number of classes C (default ``ground_truth.n_classes``).
-        generator: seed or generator for the backdoor ``b`` only. The nonces always come from the
+        seed: seed or generator for the backdoor ``b`` only. The nonces always come from the
             operating system's CSPRNG, so two calls with the same seed give the same ``(T, T_L)``
             but different nonces and commitments.
 
@@ -423,7 +416,7 @@ def keygen(
 
     Reference: Adi et al. (2018), Section 4 (KeyGen).
     """
-    b = sample_backdoor(n, ground_truth, input_shape=input_shape, n_classes=n_classes, generator=generator)
+    b = sample_backdoor(n, ground_truth, input_shape=input_shape, n_classes=n_classes, seed=seed)
     com_t = [commit(b.T[i]) for i in range(n)]
     com_L = [commit(int(b.T_L[i])) for i in range(n)]
     mk = MarkingKey(b, tuple(x.r for x in com_t), tuple(x.r for x in com_L))
@@ -443,7 +436,7 @@ def mixed_batches(
     *,
     batch_size: int = 64,
     k: int = 8,
-    generator: torch.Generator | int | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of training batches with ``k`` trigger records appended to every batch.
 
@@ -459,7 +452,7 @@ def mixed_batches(
         b: the backdoor ``(T, T_L)`` (``mk.b``).
         batch_size: data records per batch (the last batch may be smaller).
         k: trigger records per batch (the paper's code: 2 per batch of 100; see :func:`mark`).
-        generator: seed or generator for both shuffles.
+        seed: seed or generator for both shuffles.
 
     Returns:
         list of ``(x_batch, y_batch)`` with shapes ``(B_j + k, *input_shape)`` and ``(B_j + k,)``,
@@ -474,7 +467,7 @@ def mixed_batches(
     N, n = x.shape[0], len(b)
     if n == 0 and k > 0:
         raise ValueError(f"the trigger set is empty but k={k} trigger records per batch were asked for")
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     n_batches = math.ceil(N / batch_size)
     order = torch.randperm(N, generator=gen)  # (N,)
     n_perms = math.ceil(n_batches * k / n) if n else 0
@@ -489,28 +482,22 @@ def mixed_batches(
     return batches
 
 
-def reinitialize_(module: nn.Module, generator: torch.Generator | int | None = None) -> nn.Module:
+def reinitialize_(module: nn.Module, *, seed: int | torch.Generator | None = 0) -> nn.Module:
     """Re-draw the weights of every ``nn.Linear`` and ``nn.Conv*`` layer of ``module`` in place.
 
-    Uses PyTorch's default initialization (weights and biases uniform in
-    ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``) but from an explicit generator, so the same seed gives
-    the same weights.
+    Uses PyTorch's default initialisation (``reset_parameters``) drawn from ``seed``
+    (:func:`labkit.utils.init_from_seed`), so the same seed gives the same weights.
 
     Raises:
         ValueError: if ``module`` holds parameters in another kind of layer.
     """
-    gen = make_generator(generator)
-    for m in module.modules():
-        own = list(m.parameters(recurse=False))
-        if not own:
-            continue
+    layers = [m for m in module.modules() if list(m.parameters(recurse=False))]
+    for m in layers:
         if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             raise ValueError(f"can re-initialize Linear and Conv layers only, got {type(m).__name__}")
-        fan_in = m.weight[0].numel()
-        bound = 1.0 / math.sqrt(fan_in)
-        with torch.no_grad():
-            for p in own:
-                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+    with init_from_seed(seed):
+        for m in layers:
+            m.reset_parameters()
     return module
 
 
@@ -525,7 +512,7 @@ def mark(
     k: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
 ) -> nn.Module:
     """``Mark(M, mk)``: embed the backdoor ``mk.b`` into a model; ``M`` itself is not changed.
 
@@ -573,17 +560,18 @@ def mark(
     M_hat = copy.deepcopy(M)
     if mode == "fromscratch":
         device = device_of(M_hat)
-        reinitialize_(M_hat.cpu(), gen).to(device)
+        reinitialize_(M_hat.cpu(), seed=gen).to(device)
     device = device_of(M_hat)
     x, y = data.x.to(device), data.y.to(device)
-    opt = torch.optim.Adam(M_hat.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def batches():
+        return mixed_batches(x, y, mk.b, batch_size=batch_size, k=k, seed=gen)
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(M_hat(xb), yb)
+
     M_hat.train()
-    for _ in progress(range(epochs), desc=f"Mark ({mode})"):
-        for xb, yb in mixed_batches(x, y, mk.b, batch_size=batch_size, k=k, generator=gen):
-            loss = F.cross_entropy(M_hat(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    train_loop(M_hat.parameters(), batches, loss_fn, epochs=epochs, lr=lr, weight_decay=weight_decay, desc=f"Mark ({mode})")
     return M_hat.eval()
 
 
@@ -674,7 +662,7 @@ def fine_tune_attack(
     epochs: int = 20,
     batch_size: int = 64,
     lr: float = 1e-3,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
 ) -> nn.Module:
     """Try to remove a watermark by fine-tuning on held-out data (no trigger records).
 
@@ -704,7 +692,7 @@ def fine_tune_attack(
     head = last_layer(attacked)
     if mode.startswith("RT"):
         device = device_of(head)
-        reinitialize_(head.cpu(), gen).to(device)
+        reinitialize_(head.cpu(), seed=gen).to(device)
     if mode.endswith("LL"):
         for p in attacked.parameters():
             p.requires_grad_(False)
@@ -716,44 +704,3 @@ def fine_tune_attack(
         for p in attacked.parameters():
             p.requires_grad_(True)
     return attacked.eval()
-
-
-def extraction_attack(
-    model: nn.Module,
-    x_pool: torch.Tensor,
-    surrogate: nn.Module,
-    *,
-    n_queries: int | None = None,
-    output: str = "probs",
-    epochs: int = 100,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    seed: int = 0,
-) -> nn.Module:
-    """Steal ``model`` through its prediction API: train ``surrogate`` on the API's answers.
-
-    The marked model is wrapped in a :class:`labkit.oracle.Oracle` (``output="probs"`` or
-    ``"label"``) and ``labkit.extraction.train_surrogate`` (lab 1) queries it on ``x_pool`` and
-    fits the surrogate to the answers. The adversary never queries the trigger set, so whether
-    the watermark survives depends on how far the surrogate copies the model off the data.
-
-    Args:
-        model: the (marked) victim.
-        x_pool: the adversary's unlabelled inputs ``(N, *input_shape)``.
-        surrogate: the adversary's (fresh) model.
-        n_queries: how many pool records to query (None: all).
-        output: the oracle's answers, ``"probs"`` or ``"label"``.
-        epochs, batch_size, lr, seed: surrogate training settings.
-
-    Returns:
-        the trained surrogate.
-
-    Reference: Adi et al. (2018) discuss model stealing as a threat; the surrogate is Papernot et
-    al. (2017) / Orekondy et al. (2019) style learning-based extraction (lab 1).
-    """
-    from .extraction import train_surrogate  # lab 1's module
-    from .oracle import Oracle
-
-    oracle = Oracle(model, output=output)
-    result = train_surrogate(oracle, x_pool, surrogate, n_queries=n_queries, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    return result.model.eval()

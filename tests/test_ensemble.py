@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from labkit.data import make_purchase
-from labkit.models import MLP, BatchedMLP
-from labkit.train import evaluate, fit, fit_batched, predict_proba, predict_proba_batched
+from labkit.ensemble import BatchedMLP, fit_batched, predict_proba_batched
+from labkit.models import MLP
+from labkit.train import evaluate, fit, predict_proba
 
 
 def _separate_adam(models, x, y, perms, *, batch_size, lr, weight_decay):
@@ -115,16 +116,15 @@ def test_fit_batched_equals_separate_models_float32_purchase():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_stacked_adam_equals_torch_adam(fused, monkeypatch):
-    from labkit import train
+def test_stacked_adam_equals_torch_adam(fused):
+    from labkit import ensemble
 
-    if not fused:  # a torch without the fused kernel: the foreach fallback must agree too
-        monkeypatch.delattr(torch, "_fused_adam_")
+    # private_ops=False is the public path taken where torch has no fused kernel: it must agree too
     gen = torch.Generator().manual_seed(0)
     ours = [torch.randn(4, 6, 3, generator=gen, dtype=torch.float64, requires_grad=True), torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)]
     ref = [p.detach().clone().requires_grad_() for p in ours]
     initial = [p.detach().clone() for p in ours]
-    opt_ours = train._StackedAdam(ours, lr=3e-2, weight_decay=1e-2)
+    opt_ours = ensemble._StackedAdam(ours, lr=3e-2, weight_decay=1e-2, private_ops=fused)
     opt_ref = torch.optim.Adam(ref, lr=3e-2, weight_decay=1e-2)
     assert (opt_ours._fused is not None) == fused
     for _ in range(6):
@@ -248,3 +248,18 @@ def test_bad_input():
         BatchedMLP(0, 12, 5)
     with pytest.raises(ValueError, match="member index"):
         ens.member(3)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_fit_batched_public_path_equals_private_path(activation):
+    """private_ops=False (public Adam and ReLU backward, what a torch without the private kernels gets) trains the same members."""
+    data = make_purchase(300, n_features=20, n_classes=4, seed=0)
+    runs = []
+    for private in (True, False):
+        ens = BatchedMLP(3, 20, 4, hidden=(8,), activation=activation, seed=1)
+        report = fit_batched(ens, data.x, data.y, epochs=3, batch_size=32, lr=1e-2, weight_decay=1e-3, seed=2, private_ops=private)
+        runs.append((ens, report))
+    (a, ra), (b, rb) = runs
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-5, rtol=0)
+    assert torch.allclose(ra.losses, rb.losses, atol=1e-6)

@@ -13,8 +13,6 @@ from labkit.train import fit, predict, predict_proba
 from labkit.utils import make_generator
 
 
-
-
 def _logreg(d: int, c: int, seed: int, scale: float = 1.0) -> LogisticRegression:
     """A logistic regression with random weights of a known size (the victim)."""
     gen = make_generator(seed)
@@ -93,7 +91,7 @@ def test_core_rejects_bad_shapes_and_values():
 def test_solve_logreg_recovers_parameters_with_d_plus_1_queries(d, c):
     victim = _logreg(d, c, seed=d, scale=0.5)
     oracle = Oracle(victim)
-    got = ex.solve_logreg(oracle, generator=make_generator(1))
+    got = ex.solve_logreg(oracle, seed=make_generator(1))
     assert got.queries == d + 1 and oracle.queries == d + 1  # exactly the minimum
     want_w, want_b = _normalised(victim)
     # the oracle answers in float32: recovery is limited by its rounding, not by the method
@@ -109,7 +107,7 @@ def test_solve_logreg_recovers_parameters_with_d_plus_1_queries(d, c):
 
 def test_binary_extraction_is_the_sigmoid_weight_vector():
     victim = _logreg(5, 2, seed=0)
-    got = ex.solve_logreg(Oracle(victim), generator=make_generator(0))
+    got = ex.solve_logreg(Oracle(victim), seed=make_generator(0))
     assert got.binary and got.weight.shape == (1, 5)
     assert torch.allclose(got.weight.float(), victim.linear.weight.detach(), atol=1e-5)
     model = got.model()
@@ -118,61 +116,61 @@ def test_binary_extraction_is_the_sigmoid_weight_vector():
 
 def test_uniform_design_also_recovers_a_small_model():
     victim = _logreg(4, 3, seed=5)
-    got = ex.solve_logreg(Oracle(victim), design="uniform", generator=make_generator(0))
+    got = ex.solve_logreg(Oracle(victim), design="uniform", seed=make_generator(0))
     want_w, _ = _normalised(victim)
     assert (got.weight - want_w).abs().max() < 1e-4
 
 
 def test_temperature_is_recovered_as_the_served_function():
     victim = _logreg(6, 3, seed=4)
-    got = ex.solve_logreg(Oracle(victim, temperature=2.0), generator=make_generator(0))
+    got = ex.solve_logreg(Oracle(victim, temperature=2.0), seed=make_generator(0))
     want_w, want_b = _normalised(victim)
     assert torch.allclose(got.weight, want_w / 2, atol=1e-5)
     assert torch.allclose(got.bias, want_b / 2, atol=1e-5)
 
 
 def test_query_points_are_deterministic_in_range_and_orthogonal():
-    a = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, generator=make_generator(7))
-    b = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, generator=make_generator(7))
-    c = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, generator=make_generator(8))
+    a = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, seed=make_generator(7))
+    b = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, seed=make_generator(7))
+    c = ex.logreg_queries(9, (8,), low=-1.0, high=2.0, seed=make_generator(8))
     assert a.shape == (9, 8) and a.dtype == torch.float32
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= -1.0 - 1e-6 and a.max() <= 2.0 + 1e-6
     diff = (a[1:] - a[0]).double()  # (d, d): orthogonal rows of equal length
     gram = diff @ diff.T
     assert torch.allclose(gram, gram[0, 0] * torch.eye(8, dtype=torch.float64), atol=1e-5)
-    more = ex.logreg_queries(20, (1, 2, 2), generator=make_generator(0))
+    more = ex.logreg_queries(20, (1, 2, 2), seed=make_generator(0))
     assert more.shape == (20, 1, 2, 2) and more.min() >= 0 and more.max() <= 1
 
 
 def test_same_seed_same_extraction():
     victim = _logreg(6, 3, seed=1)
-    a = ex.solve_logreg(Oracle(victim), generator=make_generator(11))
-    b = ex.solve_logreg(Oracle(victim), generator=make_generator(11))
+    a = ex.solve_logreg(Oracle(victim), seed=make_generator(11))
+    b = ex.solve_logreg(Oracle(victim), seed=make_generator(11))
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
 
 def test_n_queries_and_budget_are_respected():
     victim = _logreg(6, 3, seed=2)
     oracle = Oracle(victim)
-    got = ex.solve_logreg(oracle, n_queries=30, generator=make_generator(0))
+    got = ex.solve_logreg(oracle, n_queries=30, seed=make_generator(0))
     assert got.queries == 30 and oracle.queries == 30
     with pytest.raises(ValueError, match="d \\+ 1 = 7"):
         ex.solve_logreg(Oracle(victim), n_queries=6)
     capped = Oracle(victim, budget=6)
     with pytest.raises(QueryBudgetExceeded):
-        ex.solve_logreg(capped, generator=make_generator(0))
+        ex.solve_logreg(capped, seed=make_generator(0))
 
 
 def test_label_only_oracle_is_refused_before_spending_queries():
     oracle = Oracle(_logreg(6, 3, seed=3), output="label")
     with pytest.raises(ValueError, match="labels only"):
-        ex.solve_logreg(oracle, generator=make_generator(0))
+        ex.solve_logreg(oracle, seed=make_generator(0))
     assert oracle.queries == 0
 
 
 def _extraction_error(victim, oracle, n_queries, seed, fresh):
-    got = ex.solve_logreg(oracle, n_queries=n_queries, generator=make_generator(seed))
+    got = ex.solve_logreg(oracle, n_queries=n_queries, seed=make_generator(seed))
     return float((got.predict_proba(fresh) - predict_proba(victim, fresh).double()).abs().max())
 
 
@@ -191,9 +189,9 @@ def test_rounding_degrades_and_more_queries_help():
 def test_rounding_to_zero_is_handled_by_clamping():
     victim = _logreg(5, 3, seed=7, scale=6.0)  # confident: rounding returns zeros
     oracle = Oracle(victim, decimals=2)
-    x = ex.logreg_queries(6, (5,), generator=make_generator(0))
+    x = ex.logreg_queries(6, (5,), seed=make_generator(0))
     assert (oracle(x) == 0).any()
-    got = ex.solve_logreg(Oracle(victim, decimals=2), generator=make_generator(0))
+    got = ex.solve_logreg(Oracle(victim, decimals=2), seed=make_generator(0))
     assert torch.isfinite(got.weight).all() and torch.isfinite(got.bias).all()
 
 
@@ -239,9 +237,7 @@ def digits_setting():
 
 
 def _fresh_logreg(seed: int = 0) -> LogisticRegression:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LogisticRegression(64, 10)
+    return LogisticRegression(64, 10, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -340,9 +336,7 @@ def test_budget_sweep_rows_and_more_queries_help(digits_setting):
 
 def test_mlp_surrogate_reaches_high_fidelity_at_500_probability_queries():
     splits = make_splits(load_digits(), target_train=600, target_test=400, attacker=797, seed=0, stratify=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        victim = MLP(64, 10)
+    victim = MLP(64, 10, seed=0)
     fit(victim, splits.target_train.x, splits.target_train.y, epochs=40, seed=0)
     rows = ex.budget_sweep(victim, splits.attacker.x, lambda: MLP(64, 10), splits.target_test.x, splits.target_test.y,
                            budgets=[500], outputs=("probs", "label"), seed=0)

@@ -1,5 +1,5 @@
-"""The grading pipeline (tools/nbgrading.py, tools/grade.py, tools/check_lab.py, nbgrader_config.py)
-on a tiny fixture course: tests/fixtures/course/solutions/demo/demo.ipynb has two autograded tasks
+"""The grading pipeline (coursetools.nbgrading, the console scripts mlsec-grade and mlsec-check-lab,
+nbgrader_config.py) on a tiny fixture course: tests/fixtures/course/solutions/demo/demo.ipynb has two autograded tasks
 (test_add, test_mean: 10 points each, with hidden tests) and one written answer (5 points).
 
 Everything runs in temporary copies of the course; the repository's grading/ folder is never used.
@@ -7,6 +7,7 @@ Everything runs in temporary copies of the course; the repository's grading/ fol
 import copy
 import hashlib
 import html
+import os
 import re
 import subprocess
 import sys
@@ -16,11 +17,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import nbgrading  # noqa: E402
-from nbgrader_feedback import HideHiddenTests, failing_line  # noqa: E402
+from coursetools import nbgrading
+from coursetools.nbgrader_feedback import HideHiddenTests, failing_line
 
+ROOT = Path(__file__).resolve().parents[1]
+# The console scripts pip installs with the project, next to the interpreter running the tests.
+GRADE = Path(sys.executable).with_name("mlsec-grade")
+CHECK_LAB = Path(sys.executable).with_name("mlsec-check-lab")
 FIXTURE = ROOT / "tests" / "fixtures" / "course"
 LAB = "demo"
 CELL_TIMEOUT = 5  # seconds per cell in these tests (the course default is 300)
@@ -49,9 +52,41 @@ def _digest(folder):
 def test_course_config_sets_timeout_and_feedback_plugin():
     cfg = nbgrading.course_config(ROOT)
     assert cfg.Execute.timeout == 300
-    assert "nbgrader_feedback.HideHiddenTests" in cfg.GenerateFeedback.preprocessors
+    assert "coursetools.nbgrader_feedback.HideHiddenTests" in cfg.GenerateFeedback.preprocessors
     assert cfg.CourseDirectory.source_directory == "solutions"
     assert cfg.CourseDirectory.release_directory == "labs"
+
+
+def test_feedback_preprocessor_name_imports_the_plugin():
+    from traitlets.utils.importstring import import_item
+
+    (name,) = [p for p in nbgrading.course_config(ROOT).GenerateFeedback.preprocessors
+               if p.endswith("HideHiddenTests")]
+    assert import_item(name) is HideHiddenTests
+
+
+def test_no_import_path_edits_in_the_repository():
+    """coursetools is an installed package: no file puts folders on the import path by hand."""
+    attr = "sys" + ".path"  # spelled in two, so that this file does not match itself
+    banned = (f"{attr}.insert", f"{attr}.append")
+    skip = {".venv", "_build", ".git", "__pycache__", ".pytest_cache", ".jupyter_cache", "grading"}
+    offenders = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]
+        for name in files:
+            if name.endswith((".py", ".yml", ".yaml")) or name == "Makefile":
+                path = Path(folder) / name
+                text = path.read_text(errors="replace")
+                offenders += [f"{path.relative_to(ROOT)}: {b}" for b in banned if b in text]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("script", [GRADE, CHECK_LAB], ids=lambda p: p.name)
+def test_console_scripts_are_installed(script):
+    assert script.is_file(), f"{script} missing: reinstall the project (pip install -e .)"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
 
 
 def test_make_partial_fills_only_the_first_solution_cell():
@@ -121,8 +156,7 @@ def test_hide_hidden_tests_keeps_a_visible_failure_message():
 
 def test_grade_reports_nothing_to_grade(tmp_path):
     course = nbgrading.make_course(tmp_path / "course", [LAB], source=FIXTURE)
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(GRADE), "--course", str(course)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "nothing to grade" in proc.stderr
     assert not (course / "grading" / "grades.csv").exists()
@@ -159,7 +193,7 @@ def _submissions():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One `tools/grade.py` batch over the fixture course's submissions, timed."""
+    """One `mlsec-grade` batch over the fixture course's submissions, timed."""
     course = nbgrading.make_course(tmp_path_factory.mktemp("grading") / "course", [LAB], source=FIXTURE)
     # The per-cell limit goes through the config file, under the key the course config uses.
     with open(course / "nbgrader_config.py", "a") as fh:
@@ -177,8 +211,7 @@ def graded(tmp_path_factory):
     submitted = nbgrading.course_dir(course, "submitted")
     before = _digest(submitted)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([str(GRADE), "--course", str(course)], capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - start
     rows = {r["student"]: r for r in _read_csv(course / "grading" / "grades.csv")}
     return dict(course=course, proc=proc, seconds=seconds, rows=rows, before=before,
@@ -269,8 +302,8 @@ def test_regrading_one_student_keeps_manual_grades_and_other_rows(graded):
     answer, then re-runs the batch for alice only."""
     course = graded["course"]
     nbgrading.set_manual_full_marks(course, LAB, "alice")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), "--course", str(course),
-                           "--student", "alice", "--no-feedback"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(GRADE), "--course", str(course), "--student", "alice", "--no-feedback"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "grading 1 submission(s) of 1 student(s)" in proc.stdout
     rows = {r["student"]: r for r in _read_csv(course / "grading" / "grades.csv")}
@@ -302,7 +335,7 @@ def test_cli_timeout_override_and_check_lab(tmp_path):
 
 
 def test_check_lab_rejects_unknown_lab():
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_lab.py"), "nolab", "--source", str(FIXTURE)],
+    proc = subprocess.run([str(CHECK_LAB), "nolab", "--source", str(FIXTURE)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown lab(s) nolab" in proc.stderr and "available: demo" in proc.stderr

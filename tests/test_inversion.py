@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit.data import load_digits, make_splits
+from labkit.data import load_digits, load_olivetti_faces, make_splits
 from labkit.inversion import (
     InversionResult,
     class_means,
@@ -14,7 +14,6 @@ from labkit.inversion import (
     gaussian_smoothing,
     invert_classes,
     l2_penalty,
-    load_olivetti_faces,
     mi_face,
     reconstruction_score,
     softmax_probabilities,
@@ -22,8 +21,6 @@ from labkit.inversion import (
 )
 from labkit.models import MLP
 from labkit.train import fit, predict_proba
-
-
 
 
 class OneFeatureLogit(nn.Module):
@@ -169,9 +166,7 @@ def test_inversions_of_a_trained_digit_model_are_their_class():
     data = load_digits()
     splits = make_splits(data, target_train=300, target_test=0, seed=0, stratify=True)
     train = splits.target_train
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = MLP(64, 10, hidden=(128,))
+    model = MLP(64, 10, hidden=(128,), seed=0)
     fit(model, train.x, train.y, epochs=60, lr=3e-3, weight_decay=1e-2, seed=0)
     results = invert_classes(model, alpha=2000, beta=50, gamma=0.01, lam=1.0, process=clip_to_range())
     assert all(isinstance(r, InversionResult) for r in results)

@@ -3,28 +3,22 @@ import dataclasses
 
 import pytest
 import torch
-
-from labkit.data import Data, make_splits
-from labkit.oracle import Oracle, OutputPolicy
-from labkit.train import predict_proba
-from labkit.membership import (
-    AttackSet,
-    build_attack_set,
-    attack_features,
-    attack_scenario,
-    make_scenario,
-    evaluate_attack,
-    membership_set,
-    prediction_vectors,
-    purchase_target_setting,
-    shokri_attack,
-    train_attack_models,
-    train_models_like_target,
-)
-
 from handset import Linear, gen
 
-
+from labkit.data import Data, make_splits
+from labkit.experiments.membership import attack_scenario, make_scenario
+from labkit.membership import (
+    AttackSet,
+    attack_features,
+    build_attack_set,
+    prediction_vectors,
+    shokri_attack,
+    train_attack_models,
+)
+from labkit.metrics import evaluate_attack, membership_set
+from labkit.oracle import Oracle, OutputPolicy
+from labkit.targets import purchase_target_setting, train_models_like_target
+from labkit.train import predict_proba
 
 
 def random_data(n, d, C, seed):

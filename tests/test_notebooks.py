@@ -1,18 +1,17 @@
 """Every lab in solutions/ grades as intended through the real nbgrader pipeline.
 
-Per lab, once (module-scoped fixture, see tools/nbgrading.py:check_lab): a throwaway copy of the
-course, `nbgrader generate_assignment`, and one `nbgrader autograde` call for three students: the
-solution notebook, the released stub notebook and a partial submission (the release with only its
-first solution cell filled in). Each notebook is executed exactly once.
+Per lab, once (module-scoped fixture, see coursetools/nbgrading.py:check_lab): a throwaway copy
+of the course, `nbgrader generate_assignment`, and one `nbgrader autograde` call for three
+students: the solution notebook, the released stub notebook and a partial submission (the release
+with only its first solution cell filled in). Each notebook is executed exactly once.
 """
-import sys
 from pathlib import Path
 
 import pytest
 
+from coursetools import nbgrading
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import nbgrading  # noqa: E402
 
 LABS = nbgrading.discover_labs(ROOT)
 TOTAL_POINTS = 100

@@ -3,15 +3,18 @@ import math
 
 import pytest
 import torch
+from handset import Linear, gen
 from torch import nn
 
 from labkit.data import Data, make_purchase
+from labkit.membership import (
+    marginal_synthesis,
+    noisy_data,
+    rand_record,
+    synthesize,
+    synthesize_batch,
+)
 from labkit.oracle import Oracle
-from labkit.membership import marginal_synthesis, noisy_data, rand_record, synthesize, synthesize_batch
-
-from handset import Linear, gen
-
-
 
 
 def linear_oracle(weight: torch.Tensor, bias: torch.Tensor) -> Oracle:
@@ -46,15 +49,15 @@ class Recorder(nn.Module):
 
 # ----------------------------------------------------------------------------- RANDRECORD
 def test_rand_record_changes_at_most_k_features_and_is_deterministic():
-    x_star = rand_record(50, generator=gen(0))
+    x_star = rand_record(50, seed=gen(0))
     assert set(x_star.unique().tolist()) <= {0.0, 1.0}
-    diffs = [int((rand_record(50, x_star=x_star, k=6, generator=gen(s)) != x_star).sum()) for s in range(200)]
+    diffs = [int((rand_record(50, x_star=x_star, k=6, seed=gen(s)) != x_star).sum()) for s in range(200)]
     assert max(diffs) <= 6
     # a re-drawn feature changes with probability 1/2: on average k/2 = 3 changes
     assert abs(sum(diffs) / len(diffs) - 3.0) < 0.4
-    assert torch.equal(rand_record(50, x_star=x_star, k=6, generator=gen(7)), rand_record(50, x_star=x_star, k=6, generator=gen(7)))
+    assert torch.equal(rand_record(50, x_star=x_star, k=6, seed=gen(7)), rand_record(50, x_star=x_star, k=6, seed=gen(7)))
     # p_one sets the density of a fresh record
-    dense = rand_record(20_000, p_one=0.2, generator=gen(1))
+    dense = rand_record(20_000, p_one=0.2, seed=gen(1))
     assert abs(float(dense.mean()) - 0.2) < 0.01
 
 
@@ -71,12 +74,12 @@ def test_rand_record_rejects_bad_arguments():
 def test_synthesize_returns_bottom_when_conf_min_is_unreachable_after_exactly_iter_max_queries():
     # Constant logits: every record gets (1/3, 1/3, 1/3), so y_c never exceeds conf_min = 0.5.
     oracle = linear_oracle(torch.zeros(3, 10), torch.zeros(3))
-    out = synthesize(oracle, 0, k_max=5, k_min=1, conf_min=0.5, rej_max=3, iter_max=37, generator=gen(0))
+    out = synthesize(oracle, 0, k_max=5, k_min=1, conf_min=0.5, rej_max=3, iter_max=37, seed=gen(0))
     assert out is None
     assert oracle.queries == 37
     # reachable confidence but the wrong arg-max (class 1 always wins) is also a failure
     oracle = linear_oracle(torch.zeros(3, 10), torch.tensor([0.0, 3.0, 0.0]))
-    assert synthesize(oracle, 0, k_max=5, conf_min=0.0, rej_max=3, iter_max=25, generator=gen(0)) is None
+    assert synthesize(oracle, 0, k_max=5, conf_min=0.0, rej_max=3, iter_max=25, seed=gen(0)) is None
     assert oracle.queries == 25
 
 
@@ -84,7 +87,7 @@ def test_synthesize_finds_a_confident_record_of_class_c():
     oracle = three_feature_oracle()
     for seed in range(5):
         oracle.reset()
-        x = synthesize(oracle, 1, k_max=6, k_min=1, conf_min=0.9, rej_max=5, iter_max=500, generator=gen(seed))
+        x = synthesize(oracle, 1, k_max=6, k_min=1, conf_min=0.9, rej_max=5, iter_max=500, seed=gen(seed))
         assert x is not None and x.shape == (12,)
         assert set(x.unique().tolist()) <= {0.0, 1.0}
         # the only way to be class 1 with confidence > 0.9 here: features 0, 1, 2 are on
@@ -99,7 +102,7 @@ def test_synthesize_is_determined_by_its_generator():
     runs = []
     for seed in (3, 3, 4):
         oracle.reset()
-        runs.append((synthesize(oracle, 1, k_max=6, conf_min=0.9, rej_max=5, iter_max=500, generator=gen(seed)), oracle.queries))
+        runs.append((synthesize(oracle, 1, k_max=6, conf_min=0.9, rej_max=5, iter_max=500, seed=gen(seed)), oracle.queries))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
     assert not (torch.equal(runs[0][0], runs[2][0]) and runs[0][1] == runs[2][1])
 
@@ -124,7 +127,7 @@ def test_synthesize_halves_k_after_rej_max_consecutive_rejects():
     model = Recorder(Linear(w, torch.zeros(2)))
     oracle = Oracle(model)
     # conf_min = 1 cannot be exceeded: the chain runs all iter_max iterations
-    assert synthesize(oracle, 1, k_max=k_max, k_min=k_min, conf_min=1.0, rej_max=rej_max, iter_max=400, generator=gen(1)) is None
+    assert synthesize(oracle, 1, k_max=k_max, k_min=k_min, conf_min=1.0, rej_max=rej_max, iter_max=400, seed=gen(1)) is None
     queries = torch.cat(model.seen)  # (400, d), one per iteration
     assert queries.shape == (400, d)
     outputs = torch.cat(model.answers)  # (400, 2), the answers the chain saw
@@ -149,10 +152,10 @@ def test_synthesize_halves_k_after_rej_max_consecutive_rejects():
 @pytest.mark.parametrize("seed", range(4))
 def test_one_batched_chain_equals_the_sequential_chain(seed):
     oracle = three_feature_oracle()
-    x = synthesize(oracle, 1, k_max=6, k_min=1, conf_min=0.9, rej_max=3, iter_max=60, generator=gen(seed))
+    x = synthesize(oracle, 1, k_max=6, k_min=1, conf_min=0.9, rej_max=3, iter_max=60, seed=gen(seed))
     q_seq = oracle.queries
     oracle.reset()
-    res = synthesize_batch(oracle, torch.tensor([1]), k_max=6, k_min=1, conf_min=0.9, rej_max=3, iter_max=60, generator=gen(seed))
+    res = synthesize_batch(oracle, torch.tensor([1]), k_max=6, k_min=1, conf_min=0.9, rej_max=3, iter_max=60, seed=gen(seed))
     assert int(res.queries[0]) == q_seq == oracle.queries
     assert bool(res.success[0]) == (x is not None)
     if x is not None:
@@ -165,7 +168,7 @@ def test_one_batched_chain_asks_the_same_queries_as_the_sequential_chain():
     streams = []
     for batched in (False, True):
         model = Recorder(Linear(w, torch.zeros(2)))
-        kw = dict(k_max=48, k_min=1, conf_min=1.0, rej_max=2, iter_max=300, generator=gen(11))
+        kw = dict(k_max=48, k_min=1, conf_min=1.0, rej_max=2, iter_max=300, seed=gen(11))
         if batched:
             assert not bool(synthesize_batch(Oracle(model), torch.tensor([0]), **kw).success[0])
         else:
@@ -179,7 +182,7 @@ def test_batched_chains_follow_the_algorithm():
     w = torch.randn(4, 40, generator=gen(2))
     oracle = linear_oracle(w, torch.zeros(4))
     classes = torch.arange(200) % 4
-    res = synthesize_batch(oracle, classes, k_max=16, k_min=2, conf_min=0.8, rej_max=5, iter_max=150, generator=gen(3))
+    res = synthesize_batch(oracle, classes, k_max=16, k_min=2, conf_min=0.8, rej_max=5, iter_max=150, seed=gen(3))
     assert oracle.queries == int(res.queries.sum())  # every query is counted once
     assert int(res.queries.max()) <= 150
     assert res.oracle_calls == int(res.queries.max())  # one oracle call per iteration
@@ -201,10 +204,10 @@ def test_batched_chains_match_sequential_chains_in_distribution():
     seq_q, seq_ok = [], []
     for s in range(150):
         oracle.reset()
-        x = synthesize(oracle, s % 3, generator=gen(1000 + s), **kw)
+        x = synthesize(oracle, s % 3, seed=gen(1000 + s), **kw)
         seq_q.append(oracle.queries)
         seq_ok.append(x is not None)
-    res = synthesize_batch(oracle, torch.arange(600) % 3, generator=gen(9), **kw)
+    res = synthesize_batch(oracle, torch.arange(600) % 3, seed=gen(9), **kw)
     q_seq, q_bat = torch.tensor(seq_q, dtype=torch.float64), res.queries.double()
     se = math.sqrt(q_seq.var() / len(q_seq) + q_bat.var() / len(q_bat))
     assert abs(float(q_seq.mean() - q_bat.mean())) < 4 * se
@@ -235,7 +238,7 @@ def test_marginal_synthesis_keeps_per_class_marginals_and_breaks_correlations():
     x = data.x.clone()
     x[:, 1] = x[:, 0]  # two perfectly correlated features
     data = Data(x, data.y, 4)
-    synth = marginal_synthesis(data, 40_000, generator=gen(0))
+    synth = marginal_synthesis(data, 40_000, seed=gen(0))
     assert synth.x.shape == (40_000, 40) and synth.n_classes == 4
     # label proportions follow the data
     p_real = torch.bincount(data.y, minlength=4).double() / len(data)
@@ -250,20 +253,20 @@ def test_marginal_synthesis_keeps_per_class_marginals_and_breaks_correlations():
     p_c = torch.stack([data.x[data.y == c, 0].mean() for c in range(4)])  # per-class frequency of x0
     expected = float((p_real * (p_c**2 + (1 - p_c) ** 2)).sum())  # independent draws within a class
     assert agree < 0.95 and agree == pytest.approx(expected, abs=0.02)
-    assert torch.equal(marginal_synthesis(data, 50, generator=gen(4)).x, marginal_synthesis(data, 50, generator=gen(4)).x)
+    assert torch.equal(marginal_synthesis(data, 50, seed=gen(4)).x, marginal_synthesis(data, 50, seed=gen(4)).x)
 
 
 def test_noisy_data_flips_the_requested_fraction_of_features():
     data = make_purchase(500, n_features=600, n_classes=5, seed=2)
     for fraction, n_flip in ((0.1, 60), (0.2, 120)):
-        noisy = noisy_data(data, fraction=fraction, generator=gen(0))
+        noisy = noisy_data(data, fraction=fraction, seed=gen(0))
         changed = (noisy.x != data.x).sum(1)
         assert bool((changed == n_flip).all())
         assert torch.equal(noisy.y, data.y)
         # every feature is equally likely to be flipped
         per_feature = (noisy.x != data.x).float().mean(0)
         assert abs(float(per_feature.mean()) - fraction) < 1e-6 and float(per_feature.std()) < 0.05
-    assert torch.equal(noisy_data(data, fraction=0.0, generator=gen(0)).x, data.x)
+    assert torch.equal(noisy_data(data, fraction=0.0, seed=gen(0)).x, data.x)
     with pytest.raises(ValueError, match="binary"):
         noisy_data(Data(torch.rand(5, 4), torch.zeros(5, dtype=torch.long), 2), fraction=0.1)
     with pytest.raises(ValueError, match="fraction"):

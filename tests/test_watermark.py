@@ -8,6 +8,7 @@ from torch import nn
 
 from labkit import watermark as wm
 from labkit.data import load_digits, make_splits
+from labkit.experiments.watermark import extraction_attack
 from labkit.metrics import fidelity
 from labkit.models import MLP, SmallCNN
 from labkit.oracle import Oracle
@@ -24,11 +25,11 @@ EPS = 0.1
 def world():
     """Digits split into owner / test / adversary, a ground-truth model, a key, marked and unmarked models."""
     s = make_splits(load_digits(), target_train=1000, target_test=397, attacker=400, seed=0, stratify=True)
-    f = wm.reinitialize_(MLP(64, 10, hidden=(128,)), 7)
+    f = MLP(64, 10, hidden=(128,), seed=7)
     fit(f, s.target_train.x, s.target_train.y, epochs=40, seed=7)
-    mk, vk = wm.keygen(N, ground_truth=f, generator=0)
+    mk, vk = wm.keygen(N, ground_truth=f, seed=0)
     marked = wm.mark(MLP(64, 10, hidden=(256,)), mk, s.target_train, mode="fromscratch", seed=0)
-    unmarked = [wm.reinitialize_(MLP(64, 10, hidden=(256,)), 100 + i) for i in range(3)]
+    unmarked = [MLP(64, 10, hidden=(256,), seed=100 + i) for i in range(3)]
     for i, m in enumerate(unmarked):
         fit(m, s.target_train.x, s.target_train.y, epochs=40, seed=100 + i)
     return dict(splits=s, f=f, mk=mk, vk=vk, marked=marked, unmarked=unmarked)
@@ -127,12 +128,12 @@ def test_commit_rejects_bad_nonces_and_commitments():
 
 
 def test_abstract_images_are_deterministic_shaped_and_unlike_digits():
-    T = wm.abstract_images(40, generator=3)
+    T = wm.abstract_images(40, seed=3)
     assert T.shape == (40, 64) and T.dtype == torch.float32
     assert float(T.min()) == 0.0 and float(T.max()) == 1.0
-    assert torch.equal(T, wm.abstract_images(40, generator=3))
-    assert not torch.equal(T, wm.abstract_images(40, generator=4))
-    img = wm.abstract_images(5, input_shape=(1, 8, 8), generator=3)
+    assert torch.equal(T, wm.abstract_images(40, seed=3))
+    assert not torch.equal(T, wm.abstract_images(40, seed=4))
+    img = wm.abstract_images(5, input_shape=(1, 8, 8), seed=3)
     assert img.shape == (5, 1, 8, 8)
     # the images are distinct from one another
     D = torch.cdist(T, T) + 1e9 * torch.eye(40)
@@ -147,17 +148,17 @@ def test_abstract_images_are_deterministic_shaped_and_unlike_digits():
 def test_trigger_labels_never_equal_the_ground_truth(world):
     f = world["f"]
     for seed in range(5):
-        b = wm.sample_backdoor(200, f, generator=seed)
+        b = wm.sample_backdoor(200, f, seed=seed)
         assert len(b) == 200 and b.T_L.dtype == torch.int64
         assert not bool((predict(f, b.T) == b.T_L).any())
     # with a callable oracle (an Oracle returning probabilities) too
-    b = wm.sample_backdoor(100, Oracle(f), generator=0)
+    b = wm.sample_backdoor(100, Oracle(f), seed=0)
     assert not bool((predict(f, b.T) == b.T_L).any())
-    assert torch.equal(b.T, wm.sample_backdoor(100, f, generator=0).T)  # same seed, same backdoor
+    assert torch.equal(b.T, wm.sample_backdoor(100, f, seed=0).T)  # same seed, same backdoor
 
 
 def test_trigger_labels_are_uniform_over_the_other_classes():
-    b = wm.sample_backdoor(4500, lambda x: torch.zeros(x.shape[0], dtype=torch.int64), n_classes=10, generator=0)
+    b = wm.sample_backdoor(4500, lambda x: torch.zeros(x.shape[0], dtype=torch.int64), n_classes=10, seed=0)
     counts = torch.bincount(b.T_L, minlength=10)
     assert counts[0] == 0
     chi2 = float((((counts[1:] - 500.0) ** 2) / 500.0).sum())
@@ -186,7 +187,7 @@ def test_keygen_follows_the_lecture(world):
     mk, vk, f = world["mk"], world["vk"], world["f"]
     assert isinstance(mk, wm.MarkingKey) and isinstance(vk, wm.VerificationKey)
     assert len(mk) == len(vk) == N and mk.T.shape == (N, 64)
-    b = wm.sample_backdoor(N, f, generator=0)  # step 1 is SampleBackdoor with the same generator
+    b = wm.sample_backdoor(N, f, seed=0)  # step 1 is SampleBackdoor with the same generator
     assert torch.equal(mk.T, b.T) and torch.equal(mk.T_L, b.T_L)
     nonces = mk.r_t + mk.r_L  # step 2: 2n distinct 256-bit nonces, 2n commitments that open
     assert len(set(nonces)) == 2 * N and all(len(r) == 32 for r in nonces)
@@ -198,7 +199,7 @@ def test_keygen_follows_the_lecture(world):
 
 def test_keygen_seed_fixes_the_backdoor_but_not_the_nonces(world):
     f = world["f"]
-    (mk1, vk1), (mk2, vk2) = wm.keygen(10, ground_truth=f, generator=5), wm.keygen(10, ground_truth=f, generator=5)
+    (mk1, vk1), (mk2, vk2) = wm.keygen(10, ground_truth=f, seed=5), wm.keygen(10, ground_truth=f, seed=5)
     assert torch.equal(mk1.T, mk2.T) and torch.equal(mk1.T_L, mk2.T_L)
     assert set(mk1.r_t).isdisjoint(mk2.r_t) and set(vk1.c_L).isdisjoint(vk2.c_L)
 
@@ -218,7 +219,7 @@ def test_mixed_batches_cover_the_data_once_and_deal_triggers_evenly(world):
     mk = world["mk"]
     x = torch.arange(130 * 64, dtype=torch.float32).reshape(130, 64) + 1000.0  # rows tell records apart
     y = torch.arange(130) % 10
-    batches = wm.mixed_batches(x, y, mk.b, batch_size=32, k=8, generator=1)
+    batches = wm.mixed_batches(x, y, mk.b, batch_size=32, k=8, seed=1)
     assert [len(yb) for _, yb in batches] == [40, 40, 40, 40, 10]
     data_rows = torch.cat([xb[:-8] for xb, _ in batches])
     assert sorted(data_rows[:, 0].tolist()) == sorted(x[:, 0].tolist())  # every record exactly once
@@ -229,12 +230,12 @@ def test_mixed_batches_cover_the_data_once_and_deal_triggers_evenly(world):
     used = torch.cat([torch.cdist(xb[-8:], mk.T).argmin(1) for xb, _ in batches])
     counts = torch.bincount(used, minlength=N)  # 40 trigger slots over 50 triggers: each at most once
     assert int(counts.max()) - int(counts.min()) <= 1 and int(counts.sum()) == 40
-    again = wm.mixed_batches(x, y, mk.b, batch_size=32, k=8, generator=1)
+    again = wm.mixed_batches(x, y, mk.b, batch_size=32, k=8, seed=1)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
-    many = wm.mixed_batches(x, y, mk.b, batch_size=10, k=20, generator=2)  # 260 slots: 5 or 6 each
+    many = wm.mixed_batches(x, y, mk.b, batch_size=10, k=20, seed=2)  # 260 slots: 5 or 6 each
     counts = torch.bincount(torch.cat([torch.cdist(xb[-20:], mk.T).argmin(1) for xb, _ in many]), minlength=N)
     assert set(counts.tolist()) <= {5, 6}
-    plain = wm.mixed_batches(x, y, mk.b, batch_size=32, k=0, generator=1)
+    plain = wm.mixed_batches(x, y, mk.b, batch_size=32, k=0, seed=1)
     assert [len(yb) for _, yb in plain] == [32, 32, 32, 32, 2]
     with pytest.raises(ValueError, match="k >= 0"):
         wm.mixed_batches(x, y, mk.b, k=-1)
@@ -290,7 +291,7 @@ def test_mark_rejects_bad_arguments(world):
 def test_mark_works_with_a_cnn_on_images(world):
     f = world["f"]
     img = load_digits(image=True).subset(torch.arange(300))
-    mk, _ = wm.keygen(10, ground_truth=lambda x: predict(f, x.flatten(1)), n_classes=10, input_shape=(1, 8, 8), generator=0)
+    mk, _ = wm.keygen(10, ground_truth=lambda x: predict(f, x.flatten(1)), n_classes=10, input_shape=(1, 8, 8), seed=0)
     cnn = wm.mark(SmallCNN(width=8), mk, img, epochs=30, lr=3e-3, seed=0)
     assert wm.trigger_accuracy(cnn, mk) >= 0.9
     assert evaluate(cnn, img.x, img.y) > 0.7  # and it learns the digits
@@ -340,7 +341,7 @@ def test_verify_step2_rejects_a_key_that_does_not_open(world):
     for key in tampered:
         model = Lookup(key.T, key.T_L)  # agrees with the tampered key on every trigger
         assert wm.verify(key, vk, model, ground_truth=f, epsilon=0.0) == 0
-    other_mk, other_vk = wm.keygen(N, ground_truth=f, generator=0)  # same backdoor, other nonces
+    other_mk, other_vk = wm.keygen(N, ground_truth=f, seed=0)  # same backdoor, other nonces
     assert wm.verify(mk, other_vk, world["marked"], ground_truth=f, epsilon=EPS) == 0
     assert wm.verify(other_mk, other_vk, world["marked"], ground_truth=f, epsilon=EPS) == 1
 
@@ -361,7 +362,7 @@ def test_verify_rejects_bad_arguments(world):
     mk, vk, f, m = world["mk"], world["vk"], world["f"], world["marked"]
     with pytest.raises(ValueError, match="epsilon"):
         wm.verify(mk, vk, m, ground_truth=f, epsilon=1.5)
-    small_mk, small_vk = wm.keygen(3, ground_truth=f, generator=0)
+    small_mk, small_vk = wm.keygen(3, ground_truth=f, seed=0)
     with pytest.raises(ValueError, match="commitment pairs"):
         wm.verify(mk, small_vk, m, ground_truth=f, epsilon=EPS)
     with pytest.raises(ValueError, match="MarkingKey"):
@@ -372,12 +373,12 @@ def test_verify_rejects_bad_arguments(world):
 
 
 def test_reinitialize_is_seeded_and_uses_the_default_bounds():
-    a, b = wm.reinitialize_(MLP(64, 10), 0), wm.reinitialize_(MLP(64, 10), 0)
+    a, b = wm.reinitialize_(MLP(64, 10), seed=0), wm.reinitialize_(MLP(64, 10), seed=0)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     w = a.net[0].weight.detach()
     assert float(w.abs().max()) <= 1 / math.sqrt(64) and float(w.abs().max()) > 0.9 / math.sqrt(64)
     with pytest.raises(ValueError, match="Linear and Conv"):
-        wm.reinitialize_(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)), 0)
+        wm.reinitialize_(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)), seed=0)
 
 
 def test_last_layer_is_the_output_layer():
@@ -420,6 +421,6 @@ def test_fine_tune_attack_rejects_bad_modes(world):
 
 def test_extraction_attack_copies_the_model_through_the_oracle(world):
     s, marked = world["splits"], world["marked"]
-    sur = wm.extraction_attack(marked, s.attacker.x, wm.reinitialize_(MLP(64, 10, hidden=(128,)), 0), epochs=40, seed=0)
+    sur = extraction_attack(marked, s.attacker.x, MLP(64, 10, hidden=(128,), seed=0), epochs=40, seed=0)
     assert fidelity(predict(sur, s.target_test.x), predict(marked, s.target_test.x)) > 0.9
     assert wm.trigger_accuracy(sur, world["mk"]) < 0.5  # the trigger set was never queried

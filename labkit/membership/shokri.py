@@ -24,33 +24,30 @@ our Purchase-like targets the raw (unsorted) vector overfits badly under top-3 o
 and a small MLP (``hidden=(64,)``) is no better than logistic regression. ``features="raw"`` or
 ``"sorted"`` give the other variants.
 
-The experiment functions at the end rebuild the paper's tables on :func:`labkit.data.make_purchase`:
-overfitting vs attack success (Table II), shadow data sources (Figure 9) and mitigations
-(the lecture's mitigation table, from Section VI of the paper).
+The experiments that rebuild the paper's tables on :func:`labkit.data.make_purchase` (overfitting
+vs attack success, Table II; shadow data sources, Figure 9; the lecture's mitigation table) are in
+:mod:`labkit.experiments.membership`; the attack's evaluation (:func:`labkit.metrics.evaluate_attack`)
+is in :mod:`labkit.metrics`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Data, Splits, make_splits
-from ..metrics import normalized_entropy, precision_recall, roc_auc, tpr_at_fpr
+from ..data import Data
 from ..models import MLP, LogisticRegression
-from ..oracle import Oracle, OutputPolicy
-from ..train import evaluate, fit_batched, predict_proba
-from ..utils import make_generator, progress, spawn_seed
-from .lira import TargetSetting, purchase_target_setting
-from .synthesis import SynthesisResult, marginal_synthesis, noisy_data, synthesize_batch
+from ..oracle import Oracle
+from ..targets import TargetSetting, purchase_target_setting, train_models_like_target
+from ..train import train_loop
+from ..utils import as_labels, check_int, make_generator, outputs_of, spawn_seed
 
 __all__ = [
     "ShadowModels",
-    "train_models_like_target",
     "train_shadow_models",
     "prediction_vectors",
     "AttackSet",
@@ -58,20 +55,8 @@ __all__ = [
     "attack_features",
     "PerClassAttack",
     "train_attack_models",
-    "AttackReport",
-    "evaluate_attack",
-    "MembershipSet",
-    "membership_set",
     "ShokriAttack",
     "shokri_attack",
-    "SynthesisConfig",
-    "MITIGATION_POLICIES",
-    "Scenario",
-    "make_scenario",
-    "attack_scenario",
-    "overfitting_table",
-    "shadow_data_table",
-    "mitigation_table",
 ]
 
 _FEATURES = ("raw", "sorted", "sorted_label")
@@ -94,30 +79,6 @@ class ShadowModels:
 
     def __len__(self) -> int:
         return len(self.models)
-
-
-def train_models_like_target(train_sets: Sequence[Data], *, setting: TargetSetting, seed: int | torch.Generator | None = 0) -> list[MLP]:
-    """Train one model per dataset with the target's recipe, all at once as a batched ensemble.
-
-    Args:
-        train_sets: datasets of equal size, each with ``(n, d)`` features.
-        setting: architecture and training recipe (``setting.new_ensemble``, ``setting.fit_kwargs()``).
-        seed: seed or generator for initialisation and shuffling.
-
-    Returns:
-        the trained models, as stand-alone :class:`labkit.models.MLP` s in eval mode.
-    """
-    if not train_sets:
-        raise ValueError("train_sets must hold at least one dataset, got none")
-    sizes = {len(d) for d in train_sets}
-    if len(sizes) != 1:
-        raise ValueError(f"all training sets must have the same size, got sizes {sorted(sizes)}")
-    gen = make_generator(seed)
-    ensemble = setting.new_ensemble(len(train_sets), seed=spawn_seed(gen))
-    x = torch.stack([d.x for d in train_sets])  # (k, n, d)
-    y = torch.stack([d.y for d in train_sets])  # (k, n)
-    fit_batched(ensemble, x, y, seed=spawn_seed(gen), desc="shadow models", **setting.fit_kwargs())
-    return [ensemble.member(i).eval() for i in range(len(train_sets))]
 
 
 def train_shadow_models(
@@ -147,11 +108,8 @@ def train_shadow_models(
 
     Shokri et al. (2017), Section IV-B "Shadow models".
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    n_train = setting.n_train if n_train is None else n_train
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(f"n_train must be an int >= 1, got {n_train!r}")
+    check_int("k", k, minimum=1)
+    n_train = check_int("n_train", setting.n_train if n_train is None else n_train, minimum=1)
     if 2 * n_train > len(pool):
         raise ValueError(f"each shadow needs 2 * n_train = {2 * n_train} records (train and test), but the pool has {len(pool)}")
     gen = make_generator(seed)
@@ -242,18 +200,10 @@ def build_attack_set(
         if len(tr) != len(te):
             raise ValueError(f"shadow {i}: the 'out' set must have the same size as the training set, got {len(te)} and {len(tr)}")
         for data, is_in in ((tr, True), (te, False)):
-            y_hat.append(prediction_vectors(_answers(f, data.x), data.n_classes).cpu())
+            y_hat.append(prediction_vectors(outputs_of(f, data.x, name=f"f_shadow[{i}]"), data.n_classes).cpu())
             ys.append(data.y.cpu())
             member.append(torch.full((len(data),), is_in))
     return AttackSet(torch.cat(y_hat), torch.cat(ys), torch.cat(member))
-
-
-def _answers(f: Callable, x: torch.Tensor) -> torch.Tensor:
-    """``f(x)``; a bare nn.Module (logits) is turned into probabilities."""
-    if isinstance(f, nn.Module):
-        return predict_proba(f, x)
-    with torch.no_grad():
-        return f(x)
 
 
 # ============================================================================ per-class attack models
@@ -274,9 +224,7 @@ def attack_features(y_hat: torch.Tensor, y: torch.Tensor, *, features: str = "so
         raise ValueError(f"features must be one of {_FEATURES}, got {features!r}")
     if not isinstance(y_hat, torch.Tensor) or y_hat.dim() != 2:
         raise ValueError(f"y_hat must be a tensor of prediction vectors (N, C), got {getattr(y_hat, 'shape', type(y_hat).__name__)}")
-    y = torch.as_tensor(y).long().to(y_hat.device)
-    if y.shape != (y_hat.shape[0],):
-        raise ValueError(f"y must have shape ({y_hat.shape[0]},) (one label per prediction vector), got {tuple(y.shape)}")
+    y = as_labels(y, name="y", n_classes=y_hat.shape[1], n=y_hat.shape[0]).to(y_hat.device)
     v = y_hat.float()
     if features == "raw":
         return v
@@ -367,8 +315,7 @@ def train_attack_models(
     """
     if len(attack_set) == 0:
         raise ValueError("attack_set is empty")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    check_int("epochs", epochs, minimum=1)
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) > 1 or any(h < 1 for h in hidden):
         raise ValueError(f"hidden must be () or one width such as (64,), got {hidden}")
@@ -398,14 +345,13 @@ def train_attack_models(
         def logit(x):  # (C, n_max, D) -> (C, n_max); a product and a sum beat a bmm with one column
             return (x * params[0][:, None, :]).sum(dim=2) + params[1]
 
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     # Each class's loss is its own mean; summing over classes keeps the classes independent.
     weight = w / count[:, None]
-    for _ in progress(range(epochs), desc="attack models"):
-        loss = F.binary_cross_entropy_with_logits(logit(xs), mp, weight=weight, reduction="sum")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def loss_fn(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logit(x), target, weight=weight, reduction="sum")
+
+    train_loop(params, lambda: [(xs, mp)], loss_fn, epochs=epochs, lr=lr, weight_decay=weight_decay, desc="attack models")
     models: list[nn.Module | None] = []
     with torch.no_grad():
         for c in range(C):
@@ -443,89 +389,6 @@ def _pad_by_class(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, C: int) -> 
     tp[ys, pos] = t[order]
     w[ys, pos] = 1.0
     return xp, tp, w
-
-
-# ============================================================================ evaluation
-@dataclass(frozen=True)
-class AttackReport:
-    """Quality of a membership attack on equal numbers of members and non-members.
-
-    Attributes:
-        precision, recall, accuracy: of the decision "member" = score above ``threshold``
-            (accuracy 0.5 is the baseline of guessing).
-        auc: area under the ROC curve of the scores.
-        tpr_at_1pct: true positive rate at 1% false positive rate.
-        tpr_at_01pct: true positive rate at 0.1% false positive rate.
-        threshold: the decision threshold used.
-    """
-
-    precision: float
-    recall: float
-    accuracy: float
-    auc: float
-    tpr_at_1pct: float
-    tpr_at_01pct: float
-    threshold: float = 0.5
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def evaluate_attack(scores: torch.Tensor, is_member: torch.Tensor, *, threshold: float = 0.5) -> AttackReport:
-    """Precision, recall, accuracy at ``threshold``, AUC and TPR at 1% / 0.1% FPR.
-
-    Args:
-        scores: ``(N,)`` membership scores (larger: more likely a member), e.g. ``Pr[in]``.
-        is_member: bool ``(N,)``, the truth; both classes must occur.
-        threshold: decide "member" when ``score > threshold``.
-
-    Returns:
-        :class:`AttackReport`.
-    """
-    s = torch.as_tensor(scores).double().cpu()
-    m = torch.as_tensor(is_member).bool().cpu()
-    pr = precision_recall(s > threshold, m)
-    return AttackReport(
-        precision=pr.precision,
-        recall=pr.recall,
-        accuracy=pr.accuracy,
-        auc=roc_auc(s, m),
-        tpr_at_1pct=tpr_at_fpr(s, m, fpr=0.01),
-        tpr_at_01pct=tpr_at_fpr(s, m, fpr=0.001),
-        threshold=float(threshold),
-    )
-
-
-@dataclass
-class MembershipSet:
-    """Records to attack: equal numbers of target members and non-members, shuffled.
-
-    Attributes:
-        x: inputs ``(2n, d)``; y: labels ``(2n,)``; is_member: bool ``(2n,)``.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    is_member: torch.Tensor
-
-
-def membership_set(members: Data, non_members: Data, *, n: int | None = None, seed: int | torch.Generator | None = 0) -> MembershipSet:
-    """Draw ``n`` members and ``n`` non-members (default: as many as the smaller set) and shuffle.
-
-    The baseline accuracy of guessing on this set is 0.5 (Shokri et al., Section V-D).
-    """
-    n_max = min(len(members), len(non_members))
-    n = n_max if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= n_max:
-        raise ValueError(f"n must be an int in [1, {n_max}] (the smaller of the two sets), got {n!r}")
-    gen = make_generator(seed)
-    a = torch.randperm(len(members), generator=gen)[:n]
-    b = torch.randperm(len(non_members), generator=gen)[:n]
-    x = torch.cat([members.x[a], non_members.x[b]])
-    y = torch.cat([members.y[a], non_members.y[b]])
-    is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
-    order = torch.randperm(2 * n, generator=gen)
-    return MembershipSet(x[order], y[order], is_member[order])
 
 
 # ============================================================================ the whole attack
@@ -591,322 +454,3 @@ def shokri_attack(
     attack_set = build_attack_set(apis, shadows.train, shadows.test)
     attack = train_attack_models(attack_set, features=features, hidden=hidden, seed=spawn_seed(gen))
     return ShokriAttack(attack=attack, shadows=shadows, attack_set=attack_set)
-
-
-# ============================================================================ experiments (tables)
-@dataclass(frozen=True)
-class SynthesisConfig:
-    """Parameters of model-based synthesis (Algorithm 1) used by :func:`shadow_data_table`.
-
-    Attributes:
-        k_max: features randomized per step at first (of 600).
-        k_min: the fewest features randomized per step.
-        conf_min: confidence to exceed before a record may be kept.
-        rej_max: consecutive rejects before k is halved.
-        iter_max: queries per chain before giving up.
-        p_one: probability that a randomized feature is 1 (0.5: the attacker knows nothing).
-    """
-
-    k_max: int = 128
-    k_min: int = 4
-    conf_min: float = 0.5
-    rej_max: int = 20
-    iter_max: int = 2_000
-    p_one: float = 0.5
-
-
-MITIGATION_POLICIES: dict[str, OutputPolicy] = {
-    "no mitigation": OutputPolicy(),
-    "top-k = 3": OutputPolicy(top_k=3),
-    "top-k = 1": OutputPolicy(top_k=1),
-    "top-k = 1 label": OutputPolicy(output="label"),
-    "rounding d = 3": OutputPolicy(decimals=3),
-    "rounding d = 1": OutputPolicy(decimals=1),
-    "temperature t = 5": OutputPolicy(temperature=5.0),
-    "temperature t = 20": OutputPolicy(temperature=20.0),
-}
-"""The output policies of the lecture's mitigation table (Shokri et al. 2017, Section VI)."""
-
-
-@dataclass
-class Scenario:
-    """A target model, its data and shadow models trained like it: the setting of one experiment.
-
-    Attributes:
-        setting: the data and training recipe (shared by target and shadows).
-        splits: ``target_train`` (members), ``target_test`` (non-members) and ``shadow``, the
-            attacker's pool of real records, disjoint from both.
-        target: ``f_target``, trained on ``splits.target_train``.
-        shadows: ``k`` shadow models trained on random disjoint train/test halves drawn from
-            ``splits.shadow``.
-    """
-
-    setting: TargetSetting
-    splits: Splits
-    target: nn.Module
-    shadows: ShadowModels
-
-    def evaluation_set(self, *, n: int | None = None, seed: int | torch.Generator | None = 0) -> MembershipSet:
-        """``n`` members and ``n`` non-members of the target (default: all ``n_train`` of each)."""
-        return membership_set(self.splits.target_train, self.splits.target_test, n=n, seed=seed)
-
-    def train_accuracy(self) -> float:
-        return _accuracy(self.target, self.splits.target_train)
-
-    def test_accuracy(self) -> float:
-        return _accuracy(self.target, self.splits.target_test)
-
-
-def make_scenario(setting: TargetSetting | None = None, *, k: int = 4, seed: int = 0) -> Scenario:
-    """Build a :class:`Scenario`: split the population, train the target and ``k`` shadows.
-
-    The population ``setting.data()`` is cut into the target's training set and test set
-    (``n_train`` records each) and the attacker's pool (the rest). Target and shadows are trained
-    in one batched ensemble: same recipe, independent members (this only saves time; the attack
-    still sees the target through an :class:`~labkit.oracle.Oracle`).
-
-    Args:
-        setting: default :func:`purchase_target_setting`.
-        k: number of shadow models.
-        seed: seed of the split and of the training.
-    """
-    setting = setting or purchase_target_setting()
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    data = setting.data()
-    n = setting.n_train
-    if len(data) < 4 * n:
-        raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
-    splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=seed)
-    gen = make_generator(seed + 1)
-    train, test = _shadow_splits(splits.shadow, k=k, n_train=n, generator=gen)
-    models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
-    return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train, test=test))
-
-
-def _shadow_splits(pool: Data, *, k: int, n_train: int, generator: torch.Generator) -> tuple[list[Data], list[Data]]:
-    train, test = [], []
-    for i in range(k):
-        perm = torch.randperm(len(pool), generator=generator)
-        train.append(pool.subset(perm[:n_train], name=f"shadow{i}/train"))
-        test.append(pool.subset(perm[n_train : 2 * n_train], name=f"shadow{i}/test"))
-    return train, test
-
-
-def attack_scenario(
-    scenario: Scenario,
-    *,
-    policy: OutputPolicy = OutputPolicy(),
-    shadows: ShadowModels | None = None,
-    features: str = "sorted_label",
-    hidden: Sequence[int] = (),
-    n_eval: int | None = None,
-    seed: int = 0,
-) -> AttackReport:
-    """Run Shokri et al.'s attack on a scenario's target behind an API with output ``policy``.
-
-    Args:
-        scenario: from :func:`make_scenario`.
-        policy: the API's output policy, known to the attacker and applied to the shadows too.
-        shadows: shadow models to use instead of ``scenario.shadows`` (e.g. trained on
-            synthetic data).
-        features, hidden: attack model options (:func:`train_attack_models`).
-        n_eval: members and non-members evaluated (default: all).
-        seed: seed of the attack models and of the evaluation sample.
-
-    Returns:
-        :class:`AttackReport` on equal numbers of members and non-members.
-    """
-    oracle = Oracle(scenario.target, policy)
-    result = shokri_attack(oracle, scenario.splits.shadow, k=1, shadows=shadows or scenario.shadows, features=features, hidden=hidden, seed=seed)
-    ev = scenario.evaluation_set(n=n_eval, seed=seed)
-    return evaluate_attack(result.score_records(oracle, ev.x, ev.y), ev.is_member)
-
-
-def _accuracy(model: nn.Module, data: Data) -> float:
-    return evaluate(model, data.x, data.y)
-
-
-def overfitting_table(
-    n_classes: Sequence[int] = (2, 10, 20, 50, 100),
-    *,
-    setting: TargetSetting | None = None,
-    k: int = 4,
-    features: str = "sorted_label",
-    hidden: Sequence[int] = (),
-    n_eval: int | None = None,
-    seed: int = 0,
-) -> list[dict]:
-    """Overfitting vs attack success on Purchase-like data with 2-100 classes (Shokri et al., Table II).
-
-    For each number of classes: a :func:`make_scenario` with ``setting`` (default
-    :func:`purchase_target_setting`) whose ``n_classes`` is replaced, then the per-class attack.
-
-    Returns:
-        rows ``{"classes", "train acc", "test acc", "gap", "precision", "recall", "accuracy",
-        "AUC", "uncertainty in", "uncertainty out"}`` (uncertainty: mean normalized entropy of
-        the target's predictions on members and on non-members).
-    """
-    setting = setting or purchase_target_setting()
-    rows = []
-    for C in progress(list(n_classes), desc="classes"):
-        sc = make_scenario(dataclasses.replace(setting, n_classes=int(C)), k=k, seed=seed)
-        report = attack_scenario(sc, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
-        train_acc, test_acc = sc.train_accuracy(), sc.test_accuracy()
-        rows.append(
-            {
-                "classes": int(C),
-                "train acc": train_acc,
-                "test acc": test_acc,
-                "gap": train_acc - test_acc,
-                "precision": report.precision,
-                "recall": report.recall,
-                "accuracy": report.accuracy,
-                "AUC": report.auc,
-                "uncertainty in": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_train.x)).mean()),
-                "uncertainty out": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_test.x)).mean()),
-            }
-        )
-    return rows
-
-
-def shadow_data_table(
-    scenario: Scenario | None = None,
-    *,
-    k: int = 4,
-    pool_size: int = 6_000,
-    sources: Sequence[str] = ("real", "noisy 10%", "noisy 20%", "marginal", "model-based"),
-    synthesis: SynthesisConfig = SynthesisConfig(),
-    features: str = "sorted_label",
-    hidden: Sequence[int] = (),
-    n_eval: int | None = None,
-    seed: int = 0,
-) -> list[dict]:
-    """Attack quality for different sources of shadow training data (Shokri et al., Figure 9).
-
-    Every source yields a pool of ``pool_size`` labelled records, from which ``k`` new shadows
-    draw their train and test sets (the scenario's own shadows are not used):
-
-    * ``"real"``: real records disjoint from the target's;
-    * ``"noisy 10%"`` / ``"noisy 20%"``: those real records with 10% / 20% of features flipped;
-    * ``"marginal"``: records drawn feature by feature from the per-class marginals of the real pool;
-    * ``"model-based"``: records synthesized by querying the target (:func:`synthesize_batch`,
-      classes assigned round-robin), which needs no data at all.
-
-    Args:
-        scenario: the target (default: ``make_scenario(k=1)``).
-
-    Returns:
-        rows ``{"shadow data", "records", "queries/record", "precision", "recall", "accuracy",
-        "AUC", "TPR@1%FPR"}`` ("queries/record" only for model-based synthesis).
-    """
-    scenario = scenario or make_scenario(k=1, seed=seed)
-    setting = scenario.setting
-    if 2 * setting.n_train > pool_size:
-        raise ValueError(f"pool_size must be at least 2 * n_train = {2 * setting.n_train}, got {pool_size}")
-    real_all = scenario.splits.shadow
-    if pool_size > len(real_all):
-        raise ValueError(f"pool_size must be at most {len(real_all)} (the attacker's real records), got {pool_size}")
-    gen = make_generator(seed + 3)
-    real = real_all.subset(torch.randperm(len(real_all), generator=gen)[:pool_size], name="real")
-    oracle = Oracle(scenario.target)
-    rows = []
-    for source in progress(list(sources), desc="shadow data"):
-        queries = float("nan")
-        if source == "real":
-            pool = real
-        elif source.startswith("noisy"):
-            pool = noisy_data(real, fraction=float(source.split()[1].rstrip("%")) / 100, generator=gen)
-        elif source == "marginal":
-            pool = marginal_synthesis(real, pool_size, generator=gen)
-        elif source == "model-based":
-            res = _synthesize_pool(oracle, pool_size, setting.n_classes, synthesis, gen)
-            queries = res.queries_per_record
-            pool = res.data(setting.n_classes, name="model-based")
-            pool = pool.subset(torch.arange(min(pool_size, len(pool))))
-        else:
-            raise ValueError(f"unknown shadow data source {source!r}; use 'real', 'noisy 10%', 'noisy 20%', 'marginal' or 'model-based'")
-        shadows = train_shadow_models(pool, k=k, setting=setting, seed=spawn_seed(gen))
-        report = attack_scenario(scenario, shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
-        rows.append(
-            {
-                "shadow data": source,
-                "records": len(pool),
-                "queries/record": queries,
-                "precision": report.precision,
-                "recall": report.recall,
-                "accuracy": report.accuracy,
-                "AUC": report.auc,
-                "TPR@1%FPR": report.tpr_at_1pct,
-            }
-        )
-    return rows
-
-
-def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfig, gen: torch.Generator) -> SynthesisResult:
-    """Run SYNTHESIZE chains (classes round-robin) until ``n`` records exist; merge the results."""
-    parts: list[SynthesisResult] = []
-    have, chains, started = 0, n, 0
-    for _ in range(10):
-        classes = (torch.arange(chains) + started) % n_classes
-        started += chains
-        res = synthesize_batch(
-            oracle, classes, k_max=cfg.k_max, k_min=cfg.k_min, conf_min=cfg.conf_min, rej_max=cfg.rej_max,
-            iter_max=cfg.iter_max, p_one=cfg.p_one, generator=gen,
-        )
-        parts.append(res)
-        have += res.n_records
-        if have >= n:
-            break
-        rate = max(have / started, 0.05)  # success rate so far: start enough chains for the rest
-        chains = int(math.ceil((n - have) / rate * 1.1))
-    return SynthesisResult(
-        x=torch.cat([p.x for p in parts]),
-        classes=torch.cat([p.classes for p in parts]),
-        success=torch.cat([p.success for p in parts]),
-        queries=torch.cat([p.queries for p in parts]),
-        oracle_calls=sum(p.oracle_calls for p in parts),
-    )
-
-
-def mitigation_table(
-    scenario: Scenario | None = None,
-    *,
-    policies: Mapping[str, OutputPolicy] = MITIGATION_POLICIES,
-    l2: Sequence[float] = (1e-4, 1e-3, 1e-2),
-    features: str = "sorted_label",
-    hidden: Sequence[int] = (),
-    n_eval: int | None = None,
-    seed: int = 0,
-) -> list[dict]:
-    """Re-run the lecture's mitigation table on Purchase-like data (Shokri et al. 2017, Section VI).
-
-    Output policies (top-k, label only, rounding, temperature) degrade the answers of the
-    scenario's target; the attacker knows the policy and applies it to its shadows' answers too.
-    L2 regularisation retrains target and shadows (same data, same number of shadows) with
-    ``weight_decay = lambda``: the attacker trains its shadows the way the target was trained.
-
-    Args:
-        scenario: the unprotected target and its shadows (default: ``make_scenario()``).
-
-    Returns:
-        rows ``{"mitigation", "test acc", "attack acc", "precision", "recall", "AUC"}``.
-    """
-    scenario = scenario or make_scenario(seed=seed)
-    test_acc = scenario.test_accuracy()
-
-    def row(name: str, acc: float, report: AttackReport) -> dict:
-        return {"mitigation": name, "test acc": acc, "attack acc": report.accuracy, "precision": report.precision, "recall": report.recall, "AUC": report.auc}
-
-    rows = []
-    for name, policy in progress(list(policies.items()), desc="output policies"):
-        report = attack_scenario(scenario, policy=policy, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
-        rows.append(row(name, test_acc, report))
-    shadows = scenario.shadows
-    for lam in progress(list(l2), desc="L2"):
-        setting = dataclasses.replace(scenario.setting, weight_decay=float(lam))
-        models = train_models_like_target([scenario.splits.target_train, *shadows.train], setting=setting, seed=seed + 1)
-        regularised = Scenario(setting, scenario.splits, models[0], ShadowModels(models[1:], shadows.train, shadows.test))
-        report = attack_scenario(regularised, features=features, hidden=hidden, n_eval=n_eval, seed=seed)
-        rows.append(row(f"L2 lambda = {lam:g}", regularised.test_accuracy(), report))
-    return rows

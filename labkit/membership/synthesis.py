@@ -13,7 +13,7 @@ besides a real disjoint pool:
   flipped.
 
 Records are flat binary feature vectors (the Purchase setting: "did the customer buy product j").
-Every random draw goes through an explicit ``torch.Generator``.
+Every random draw comes from the ``seed`` argument (an int or a ``torch.Generator``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 
 from ..data import Data
 from ..oracle import Oracle
-from ..utils import make_generator, progress
+from ..utils import check_int, make_generator, outputs_of, progress
 
 __all__ = [
     "rand_record",
@@ -43,7 +43,7 @@ def rand_record(
     x_star: torch.Tensor | None = None,
     k: int | None = None,
     p_one: float = 0.5,
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
     """RANDRECORD of Algorithm 1: a random binary record, or ``x_star`` with k features re-drawn.
 
@@ -53,7 +53,7 @@ def rand_record(
             record (line 2 of Algorithm 1).
         k: how many features of ``x_star`` to randomize (line 24); required with ``x_star``.
         p_one: probability that a freshly drawn feature is 1.
-        generator: source of randomness.
+        seed: seed or generator of every random draw.
 
     Returns:
         float32 ``(d,)`` with 0/1 values. With ``x_star``, k distinct positions chosen uniformly
@@ -66,16 +66,16 @@ def rand_record(
 
     Shokri et al. (2017), Algorithm 1, RANDRECORD.
     """
-    _check_int("d", d, 1)
+    check_int("d", d, minimum=1)
     _check_p_one(p_one)
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     if x_star is None:
         if k is not None:
             raise ValueError("k is only used together with x_star (RANDRECORD(x*, k))")
         return (torch.rand(d, generator=gen) < p_one).float()
     if not isinstance(x_star, torch.Tensor) or tuple(x_star.shape) != (d,):
         raise ValueError(f"x_star must be a tensor of shape ({d},), got {getattr(x_star, 'shape', type(x_star).__name__)}")
-    _check_int("k", k, 1)
+    check_int("k", k, minimum=1)
     if k > d:
         raise ValueError(f"k must be at most d = {d}, got {k}")
     positions = torch.rand(d, generator=gen).topk(k, largest=False).indices  # the k smallest of d keys: k distinct features
@@ -96,7 +96,7 @@ def synthesize(
     rej_max: int,
     iter_max: int,
     p_one: float = 0.5,
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
 ) -> torch.Tensor | None:
     """SYNTHESIZE(c): hill-climb to a record that ``f_target`` puts in class ``c`` with confidence.
 
@@ -117,7 +117,7 @@ def synthesize(
             (line 19 tests ``j > rej_max``).
         iter_max: the most queries (iterations) before giving up.
         p_one: probability that a randomized binary feature is 1 (0.5: no knowledge).
-        generator: source of every random draw (records, positions, the sampling coin).
+        seed: seed or generator of every random draw (records, positions, the sampling coin).
 
     Returns:
         float32 tensor of shape ``oracle.input_shape`` holding 0/1 values, or ``None`` (the
@@ -128,8 +128,8 @@ def synthesize(
     """
     d = _check_synthesis_args(oracle, k_max=k_max, k_min=k_min, conf_min=conf_min, rej_max=rej_max, iter_max=iter_max, p_one=p_one)
     _check_class(c, oracle.n_classes)
-    gen = make_generator(generator)
-    x = rand_record(d, p_one=p_one, generator=gen)  # line 2
+    gen = make_generator(seed)
+    x = rand_record(d, p_one=p_one, seed=gen)  # line 2
     x_star = x
     y_star = 0.0  # line 3
     j = 0  # line 4
@@ -147,7 +147,7 @@ def synthesize(
             if j > rej_max:  # line 19
                 k = max(k_min, math.ceil(k / 2))  # line 20
                 j = 0  # line 21
-        x = rand_record(d, x_star=x_star, k=k, p_one=p_one, generator=gen)  # line 24
+        x = rand_record(d, x_star=x_star, k=k, p_one=p_one, seed=gen)  # line 24
     return None  # line 26
 
 
@@ -185,6 +185,19 @@ class SynthesisResult:
         ok = self.success
         return Data(self.x[ok], self.classes[ok], n_classes, name)
 
+    @classmethod
+    def concat(cls, parts: "list[SynthesisResult]") -> "SynthesisResult":
+        """The chains of several results, one after another, as one result."""
+        if not parts:
+            raise ValueError("concat needs at least one SynthesisResult, got none")
+        return cls(
+            x=torch.cat([p.x for p in parts]),
+            classes=torch.cat([p.classes for p in parts]),
+            success=torch.cat([p.success for p in parts]),
+            queries=torch.cat([p.queries for p in parts]),
+            oracle_calls=sum(p.oracle_calls for p in parts),
+        )
+
 
 def synthesize_batch(
     oracle: Oracle,
@@ -196,7 +209,7 @@ def synthesize_batch(
     rej_max: int,
     iter_max: int,
     p_one: float = 0.5,
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
     desc: str = "SYNTHESIZE",
 ) -> SynthesisResult:
     """Run one SYNTHESIZE chain per entry of ``classes``, advancing all live chains per oracle call.
@@ -211,7 +224,7 @@ def synthesize_batch(
         oracle: the target's prediction API (probability vectors); it counts every record queried.
         classes: int64 ``(n,)``, the class each chain synthesizes.
         k_max, k_min, conf_min, rej_max, iter_max, p_one: as in :func:`synthesize`.
-        generator: source of every random draw.
+        seed: seed or generator of every random draw.
         desc: label of the progress bar.
 
     Returns:
@@ -226,7 +239,7 @@ def synthesize_batch(
     classes = classes.long().cpu()
     if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= oracle.n_classes):
         raise ValueError(f"classes must lie in [0, {oracle.n_classes - 1}], got values in [{int(classes.min())}, {int(classes.max())}]")
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     n = classes.numel()
     out = torch.zeros(n, d)
     success = torch.zeros(n, dtype=torch.bool)
@@ -279,7 +292,7 @@ def synthesize_batch(
 
 
 # --------------------------------------------------------------------------- statistics, noise
-def marginal_synthesis(data: Data, n: int, *, generator: torch.Generator | None = None) -> Data:
+def marginal_synthesis(data: Data, n: int, *, seed: int | torch.Generator | None = 0) -> Data:
     """Statistics-based synthesis: each feature drawn independently from its class marginal.
 
     A record of class c gets, for every feature j independently, the value of feature j in a
@@ -290,17 +303,17 @@ def marginal_synthesis(data: Data, n: int, *, generator: torch.Generator | None 
     Args:
         data: the records whose statistics the attacker knows (flat features ``(N, d)``).
         n: number of records to generate.
-        generator: source of randomness.
+        seed: seed or generator of every random draw.
 
     Returns:
         :class:`~labkit.data.Data` of ``n`` records with ``data.n_classes`` classes.
 
     Shokri et al. (2017), Section V-C, "statistics-based synthesis".
     """
-    _check_int("n", n, 1)
+    check_int("n", n, minimum=1)
     if data.x.dim() != 2 or len(data) == 0:
         raise ValueError(f"data must hold flat records (N, d) with N >= 1, got shape {tuple(data.x.shape)}")
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     x_src, y_src = data.x.cpu(), data.y.cpu()
     d = x_src.shape[1]
     y = y_src[torch.randint(0, len(y_src), (n,), generator=gen)]  # (n,) labels in data's proportions
@@ -314,14 +327,14 @@ def marginal_synthesis(data: Data, n: int, *, generator: torch.Generator | None 
     return Data(x, y, data.n_classes, f"{data.name}/marginal")
 
 
-def noisy_data(data: Data, *, fraction: float, generator: torch.Generator | None = None) -> Data:
+def noisy_data(data: Data, *, fraction: float, seed: int | torch.Generator | None = 0) -> Data:
     """Noisy real data: flip ``round(fraction * d)`` randomly chosen binary features of each record.
 
     Args:
         data: binary records ``(N, d)`` (0/1 values).
         fraction: share of the features to flip in every record, in ``[0, 1]`` (the paper uses
             0.1 and 0.2).
-        generator: source of randomness.
+        seed: seed or generator of every random draw.
 
     Returns:
         :class:`~labkit.data.Data` with the same labels; each record differs from its source in
@@ -336,7 +349,7 @@ def noisy_data(data: Data, *, fraction: float, generator: torch.Generator | None
         raise ValueError(f"data must hold flat records (N, d), got shape {tuple(x_src.shape)}")
     if not torch.all((x_src == 0) | (x_src == 1)):
         raise ValueError("noisy_data flips binary features: data.x must hold only 0/1 values")
-    gen = make_generator(generator)
+    gen = make_generator(seed)
     n, d = x_src.shape
     n_flip = int(round(fraction * d))
     rank = torch.rand(n, d, generator=gen).argsort(dim=1, stable=True).argsort(dim=1, stable=True)
@@ -348,15 +361,10 @@ def noisy_data(data: Data, *, fraction: float, generator: torch.Generator | None
 # --------------------------------------------------------------------------- helpers
 def _query_probs(oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
     """Query the oracle with flat records ``(m, d)``; return ``(m, C)`` probabilities on the CPU."""
-    y = oracle(x.reshape(x.shape[0], *oracle.input_shape))
+    y = outputs_of(oracle, x.reshape(x.shape[0], *oracle.input_shape), name="oracle")
     if y.dim() != 2:
         raise ValueError("SYNTHESIZE needs probability vectors; this oracle answers labels only")
     return y.cpu()
-
-
-def _check_int(name: str, val, minimum: int) -> None:
-    if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {val!r}")
 
 
 def _check_p_one(p_one: float) -> None:
@@ -376,12 +384,12 @@ def _check_synthesis_args(oracle, *, k_max, k_min, conf_min, rej_max, iter_max, 
     if getattr(getattr(oracle, "policy", None), "output", "probs") == "label":
         raise ValueError("SYNTHESIZE needs probability vectors, got an oracle with output='label'")
     d = math.prod(oracle.input_shape)
-    _check_int("k_min", k_min, 1)
-    _check_int("k_max", k_max, k_min)
+    check_int("k_min", k_min, minimum=1)
+    check_int("k_max", k_max, minimum=k_min)
     if k_max > d:
         raise ValueError(f"k_max must be at most the number of features {d}, got {k_max}")
-    _check_int("rej_max", rej_max, 0)
-    _check_int("iter_max", iter_max, 1)
+    check_int("rej_max", rej_max, minimum=0)
+    check_int("iter_max", iter_max, minimum=1)
     if not 0 <= conf_min <= 1:
         raise ValueError(f"conf_min must lie in [0, 1], got {conf_min}")
     _check_p_one(p_one)

@@ -6,11 +6,11 @@ own, which places everything relative to itself: ``solutions/`` -> ``labs/``,
 ``grading/gradebook.db``). :func:`make_course` builds a throwaway copy of the repository's course so
 that checks and tests never touch the real ``grading/`` folder.
 
-Used by ``tools/check_lab.py``, ``tools/grade.py``, ``tests/test_grading.py``,
-``tests/test_notebooks.py`` and ``benchmarks/bench_labs.py``. Import it with ``tools/`` on
-``sys.path`` (scripts in ``tools/`` get that for free)::
+Used by :mod:`coursetools.check_lab`, :mod:`coursetools.grade`, ``tests/test_grading.py``,
+``tests/test_notebooks.py`` and ``benchmarks/bench_labs.py``. ``coursetools`` is installed with
+the project (``-e .`` in requirements.txt), so it is imported as a package::
 
-    sys.path.insert(0, str(ROOT / "tools")); import nbgrading
+    from coursetools import nbgrading
 """
 from __future__ import annotations
 
@@ -30,20 +30,19 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "ROOT", "CHECK_STUDENTS", "PLUGINS", "NbgraderError", "CellGrade", "LabScore", "CheckResult",
+    "ROOT", "CHECK_STUDENTS", "NbgraderError", "CellGrade", "LabScore", "CheckResult",
     "discover_labs", "course_config", "course_dir", "course_release_dir", "make_course",
     "run_nbgrader", "generate_assignment", "read_notebook", "solution_code_cells",
     "strip_solution_markers", "make_partial", "submit", "autograde", "generate_feedback",
-    "read_scores", "set_manual_full_marks", "expectations", "check_lab", "format_table",
+    "read_scores", "read_max_scores", "set_manual_full_marks", "expectations", "check_lab", "format_table",
     "write_grades_csv",
 ]
 
+# The repository (coursetools is installed in editable mode, so this file stays in it).
 ROOT = Path(__file__).resolve().parents[1]
 # The three submissions check_lab grades, in the order it reports them.
 CHECK_STUDENTS = ("solution", "release", "partial")
 NB_VERSION = 4
-# Files nbgrader_config.py imports, relative to the course root.
-PLUGINS = ("tools/nbgrader_feedback.py",)
 _SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 
@@ -89,8 +88,9 @@ def make_course(dest: Path | str, labs: Iterable[str], *, source: Path | str = R
         config: the nbgrader_config.py to use; ``<source>/nbgrader_config.py`` or else the
             repository's.
     Returns:
-        ``dest`` as a Path, also holding the config's plugins (:data:`PLUGINS`). Nothing under
-        ``source/grading`` is read or written.
+        ``dest`` as a Path. The config's feedback preprocessor is imported from the installed
+        ``coursetools`` package, so nothing else is copied. Nothing under ``source/grading`` is
+        read or written.
     """
     dest, source = Path(dest), Path(source)
     if dest.exists() and any(dest.iterdir()):
@@ -101,10 +101,6 @@ def make_course(dest: Path | str, labs: Iterable[str], *, source: Path | str = R
             config = ROOT / "nbgrader_config.py"
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(config, dest / "nbgrader_config.py")
-    # The config's plugins (the feedback preprocessor) travel with it.
-    for plugin in PLUGINS:
-        (dest / plugin).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / plugin, dest / plugin)
     labs = list(labs)
     if not labs:
         raise ValueError("expected at least one lab name, got none")
@@ -347,6 +343,26 @@ def read_scores(course: Path | str, lab: str, student: str) -> LabScore:
         score=score, max_score=max_score, grades=grades)
 
 
+def read_max_scores(course: Path | str, lab: str) -> tuple[float, float]:
+    """``(max score, max automatic score)`` of ``lab`` as the gradebook records it.
+
+    The automatic maximum covers the autograded test cells (nbgrader's ``max_code_score``).
+
+    Raises:
+        KeyError: the gradebook has no such assignment (``generate_assignment`` never ran for it).
+    """
+    from nbgrader.api import MissingEntry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _gradebook(course) as gb:
+            try:
+                assignment = gb.find_assignment(lab)
+            except MissingEntry:
+                raise KeyError(f"no assignment {lab!r} in the gradebook") from None
+            return float(assignment.max_score), float(assignment.max_code_score)
+
+
 def set_manual_full_marks(course: Path | str, lab: str, student: str) -> None:
     """Give every cell of the submission that needs a manual grade its full points, as an
     instructor would in the formgrader (sets ``manual_score`` and clears ``needs_manual_grade``)."""
@@ -459,17 +475,15 @@ def check_lab(lab: str, *, workdir: Path | str, source: Path | str = ROOT,
 
 # ---------------------------------------------------------------------------------------- output
 def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A plain-text table with right-aligned numbers (floats shown with %g)."""
-    def fmt(v):
-        return f"{v:g}" if isinstance(v, float) else str(v)
-    body = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in body)) if body else len(str(h))
-              for i, h in enumerate(header)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
-    for r in body:
-        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
-    return "\n".join(lines)
+    """A plain-text table of ``rows`` under ``header`` (floats shown with %g): labkit's one
+    table formatter, :func:`labkit.plots.format_table`, in its text style."""
+    from labkit.plots import format_table as _format
+
+    header = [str(h) for h in header]
+    records = [dict(zip(header, row)) for row in rows]
+    if not records:
+        return "  ".join(header)
+    return _format(records, columns=header, floatfmt="g", style="text")
 
 
 def write_grades_csv(path: Path | str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:

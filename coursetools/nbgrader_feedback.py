@@ -2,9 +2,10 @@
 
 nbgrader 0.9.6 renders the autograded notebook as it was executed, hidden tests included: the
 test cell's source shows the ``### BEGIN HIDDEN TESTS`` region, and the traceback of a failing
-hidden assert quotes its lines. :class:`HideHiddenTests` (registered in ``nbgrader_config.py`` as a
-``GenerateFeedback.preprocessors`` entry, after ``GetGrades``) removes the region from the source,
-like ``ClearHiddenTests`` does for the release, and rewrites the error of such a cell:
+hidden assert quotes its lines. :class:`HideHiddenTests` (registered in ``nbgrader_config.py`` as
+the ``GenerateFeedback.preprocessors`` entry ``"coursetools.nbgrader_feedback.HideHiddenTests"``,
+after ``GetGrades``) removes the region from the source, like ``ClearHiddenTests`` does for the
+release, and rewrites the error of such a cell:
 
 * when the failing line lies **before** the hidden region (a visible test failed, so no hidden
   test ran), the student sees the exception and its message, which the visible test wrote;

@@ -1,6 +1,9 @@
 """Check that a lab grades as intended, with the real nbgrader, in a throwaway course.
 
-    .venv/bin/python tools/check_lab.py [LAB ...] [--keep] [--cell-timeout S] [--timeout S]
+    .venv/bin/mlsec-check-lab [LAB ...] [--keep] [--cell-timeout S] [--timeout S] [--source DIR]
+
+(``mlsec-check-lab`` is the console script of :func:`main`; ``python -m coursetools.check_lab`` is
+the same.)
 
 For each lab (default: every lab in solutions/): copy the course config and solutions/<lab>/ into
 a temporary folder, `nbgrader generate_assignment`, submit three notebooks (students `solution`:
@@ -20,8 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nbgrading  # noqa: E402
+from . import nbgrading
 
 
 def _say(msg: str) -> None:

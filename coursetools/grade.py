@@ -1,7 +1,9 @@
 """Autograde every submission in grading/submitted/ and write grades and feedback (`make grade`).
 
-    .venv/bin/python tools/grade.py [--course DIR] [--lab L ...] [--student S ...]
-                                    [--cell-timeout S] [--submission-timeout S] [--no-feedback]
+    .venv/bin/mlsec-grade [--course DIR] [--lab L ...] [--student S ...]
+                          [--cell-timeout S] [--submission-timeout S] [--no-feedback]
+
+(``mlsec-grade`` is the console script of :func:`main`; ``python -m coursetools.grade`` is the same.)
 
 Students and labs are discovered from grading/submitted/<student>/<lab>/<lab>.ipynb. For each lab
 the gradebook is synchronised with solutions/<lab> (`nbgrader generate_assignment`, releasing into a
@@ -9,9 +11,9 @@ temporary folder so that labs/ is left alone); then each (student, lab) is grade
 `nbgrader autograde` call under a wall-clock limit, so a submission that raises, loops, kills its
 kernel or is not a notebook gets what it earned (or 0 and a status) and the batch carries on.
 Feedback HTML without hidden tests goes to grading/feedback/<student>/<lab>/ (see
-tools/nbgrader_feedback.py); grading/grades.csv gets one row per (student, lab); nbgrader's log of
-each call goes to grading/logs/. Written answers wait for an instructor (formgrader: `make lab`)
-and are reported as pending points. Files in grading/submitted/ are only read.
+coursetools/nbgrader_feedback.py); grading/grades.csv gets one row per (student, lab); nbgrader's
+log of each call goes to grading/logs/. Written answers wait for an instructor (formgrader:
+`make lab`) and are reported as pending points. Files in grading/submitted/ are only read.
 
 Exit status: 0 when the batch ran (failed submissions are reported in the table), 2 when there is
 nothing to grade or the arguments are wrong, 1 when a lab could not be prepared.
@@ -28,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nbgrading  # noqa: E402
+from . import nbgrading
 
 CSV_HEADER = ("student", "lab", "score", "max_score", "auto_score", "max_auto_score",
               "manual_score", "manual_pending", "status")
@@ -135,17 +136,6 @@ def earlier(course: Path, student: str, lab: str) -> Row:
     return Row(student, lab, "ok (earlier run)", score)
 
 
-def lab_maxima(course: Path, lab: str) -> tuple[float, float]:
-    """(max score, max automatic score) of a lab, from the gradebook."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with nbgrading._gradebook(course) as gb:
-            a = gb.find_assignment(lab)
-            return float(a.max_score), float(a.max_code_score)
-
-
 def cell_text(row: Row | None) -> str:
     if row is None:
         return "-"
@@ -197,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for lab in labs:
         error = prepare_lab(course, lab, logs)
         if error is None:
-            maxima[lab] = lab_maxima(course, lab)
+            maxima[lab] = nbgrading.read_max_scores(course, lab)
         else:
             print(f"  {lab}: {error}", flush=True)
             broken_labs.append(lab)

@@ -6,7 +6,8 @@ STIX-Web fonts (about 12 MB). When it is installed, this extension points ``math
 ``_static/mathjax/`` and copies the files there at the end of an HTML build. Without the package
 the book keeps the CDN, and the build log says so.
 
-Enabled in ``_config.yml`` under ``sphinx.local_extensions``.
+Enabled in ``_config.yml`` under ``sphinx.extra_extensions`` as ``coursetools.sphinx_local_mathjax``
+(the package is installed with the project).
 """
 from __future__ import annotations
 

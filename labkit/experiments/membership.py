@@ -1,0 +1,366 @@
+"""Membership-inference experiments: the scenarios and the tables of Shokri et al. (2017) that the
+book, Lab 4a and the benchmarks print.
+
+A :class:`Scenario` is one target model with its data split and shadow models trained like it.
+The tables rebuild, on :func:`labkit.data.make_purchase`, the paper's overfitting vs attack
+success (Table II, :func:`overfitting_table`), the sources of shadow training data (Figure 9,
+:func:`shadow_data_table`) and the lecture's mitigation table (:func:`mitigation_table`).
+They combine the algorithms of :mod:`labkit.membership` with the core modules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data import Data, Splits, make_splits
+from ..membership.shokri import ShadowModels, shokri_attack, train_shadow_models
+from ..membership.synthesis import (
+    SynthesisResult,
+    marginal_synthesis,
+    noisy_data,
+    synthesize_batch,
+)
+from ..metrics import (
+    AttackReport,
+    MembershipSet,
+    evaluate_attack,
+    membership_set,
+    normalized_entropy,
+)
+from ..oracle import Oracle, OutputPolicy
+from ..targets import TargetSetting, purchase_target_setting, train_models_like_target
+from ..train import evaluate, predict_proba
+from ..utils import check_int, make_generator, progress, spawn_seed
+
+__all__ = [
+    "SynthesisConfig",
+    "MITIGATION_POLICIES",
+    "Scenario",
+    "make_scenario",
+    "attack_scenario",
+    "overfitting_table",
+    "shadow_data_table",
+    "mitigation_table",
+]
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """Parameters of model-based synthesis (Algorithm 1) used by :func:`shadow_data_table`.
+
+    Attributes:
+        k_max: features randomized per step at first (of 600).
+        k_min: the fewest features randomized per step.
+        conf_min: confidence to exceed before a record may be kept.
+        rej_max: consecutive rejects before k is halved.
+        iter_max: queries per chain before giving up.
+        p_one: probability that a randomized feature is 1 (0.5: the attacker knows nothing).
+    """
+
+    k_max: int = 128
+    k_min: int = 4
+    conf_min: float = 0.5
+    rej_max: int = 20
+    iter_max: int = 2_000
+    p_one: float = 0.5
+
+
+MITIGATION_POLICIES: dict[str, OutputPolicy] = {
+    "no mitigation": OutputPolicy(),
+    "top-k = 3": OutputPolicy(top_k=3),
+    "top-k = 1": OutputPolicy(top_k=1),
+    "top-k = 1 label": OutputPolicy(output="label"),
+    "rounding d = 3": OutputPolicy(decimals=3),
+    "rounding d = 1": OutputPolicy(decimals=1),
+    "temperature t = 5": OutputPolicy(temperature=5.0),
+    "temperature t = 20": OutputPolicy(temperature=20.0),
+}
+"""The output policies of the lecture's mitigation table (Shokri et al. 2017, Section VI)."""
+
+
+@dataclass
+class Scenario:
+    """A target model, its data and shadow models trained like it: the setting of one experiment.
+
+    Attributes:
+        setting: the data and training recipe (shared by target and shadows).
+        splits: ``target_train`` (members), ``target_test`` (non-members) and ``shadow``, the
+            attacker's pool of real records, disjoint from both.
+        target: ``f_target``, trained on ``splits.target_train``.
+        shadows: ``k`` shadow models trained on random disjoint train/test halves drawn from
+            ``splits.shadow``.
+    """
+
+    setting: TargetSetting
+    splits: Splits
+    target: nn.Module
+    shadows: ShadowModels
+
+    def evaluation_set(self, *, n: int | None = None, seed: int | torch.Generator | None = 0) -> MembershipSet:
+        """``n`` members and ``n`` non-members of the target (default: all ``n_train`` of each)."""
+        return membership_set(self.splits.target_train, self.splits.target_test, n=n, seed=seed)
+
+    def train_accuracy(self) -> float:
+        return _accuracy(self.target, self.splits.target_train)
+
+    def test_accuracy(self) -> float:
+        return _accuracy(self.target, self.splits.target_test)
+
+
+def make_scenario(setting: TargetSetting | None = None, *, k: int = 4, seed: int | torch.Generator | None = 0) -> Scenario:
+    """Build a :class:`Scenario`: split the population, train the target and ``k`` shadows.
+
+    The population ``setting.data()`` is cut into the target's training set and test set
+    (``n_train`` records each) and the attacker's pool (the rest). Target and shadows are trained
+    in one batched ensemble: same recipe, independent members (this only saves time; the attack
+    still sees the target through an :class:`~labkit.oracle.Oracle`).
+
+    Args:
+        setting: default :func:`purchase_target_setting`.
+        k: number of shadow models.
+        seed: seed or generator of the split and of the training.
+    """
+    setting = setting or purchase_target_setting()
+    check_int("k", k, minimum=1)
+    data = setting.data()
+    n = setting.n_train
+    if len(data) < 4 * n:
+        raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
+    gen = make_generator(seed)
+    splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=spawn_seed(gen))
+    train, test = _shadow_splits(splits.shadow, k=k, n_train=n, seed=gen)
+    models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
+    return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train, test=test))
+
+
+def _shadow_splits(pool: Data, *, k: int, n_train: int, seed: torch.Generator) -> tuple[list[Data], list[Data]]:
+    train, test = [], []
+    for i in range(k):
+        perm = torch.randperm(len(pool), generator=seed)
+        train.append(pool.subset(perm[:n_train], name=f"shadow{i}/train"))
+        test.append(pool.subset(perm[n_train : 2 * n_train], name=f"shadow{i}/test"))
+    return train, test
+
+
+def attack_scenario(
+    scenario: Scenario,
+    *,
+    policy: OutputPolicy = OutputPolicy(),
+    shadows: ShadowModels | None = None,
+    features: str = "sorted_label",
+    hidden: Sequence[int] = (),
+    n_eval: int | None = None,
+    seed: int | torch.Generator | None = 0,
+) -> AttackReport:
+    """Run Shokri et al.'s attack on a scenario's target behind an API with output ``policy``.
+
+    Args:
+        scenario: from :func:`make_scenario`.
+        policy: the API's output policy, known to the attacker and applied to the shadows too.
+        shadows: shadow models to use instead of ``scenario.shadows`` (e.g. trained on
+            synthetic data).
+        features, hidden: attack model options (:func:`train_attack_models`).
+        n_eval: members and non-members evaluated (default: all).
+        seed: seed or generator of the attack models and of the evaluation sample.
+
+    Returns:
+        :class:`AttackReport` on equal numbers of members and non-members.
+    """
+    gen = make_generator(seed)
+    attack_seed, eval_seed = spawn_seed(gen), spawn_seed(gen)
+    oracle = Oracle(scenario.target, policy)
+    result = shokri_attack(oracle, scenario.splits.shadow, k=1, shadows=shadows or scenario.shadows, features=features, hidden=hidden, seed=attack_seed)
+    ev = scenario.evaluation_set(n=n_eval, seed=eval_seed)
+    return evaluate_attack(result.score_records(oracle, ev.x, ev.y), ev.is_member)
+
+
+def _accuracy(model: nn.Module, data: Data) -> float:
+    return evaluate(model, data.x, data.y)
+
+
+def overfitting_table(
+    n_classes: Sequence[int] = (2, 10, 20, 50, 100),
+    *,
+    setting: TargetSetting | None = None,
+    k: int = 4,
+    features: str = "sorted_label",
+    hidden: Sequence[int] = (),
+    n_eval: int | None = None,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """Overfitting vs attack success on Purchase-like data with 2-100 classes (Shokri et al., Table II).
+
+    For each number of classes: a :func:`make_scenario` with ``setting`` (default
+    :func:`purchase_target_setting`) whose ``n_classes`` is replaced, then the per-class attack.
+
+    Returns:
+        rows ``{"classes", "train acc", "test acc", "gap", "precision", "recall", "accuracy",
+        "AUC", "uncertainty in", "uncertainty out"}`` (uncertainty: mean normalized entropy of
+        the target's predictions on members and on non-members).
+    """
+    setting = setting or purchase_target_setting()
+    run_seed = spawn_seed(make_generator(seed))
+    rows = []
+    for C in progress(list(n_classes), desc="classes"):
+        sc = make_scenario(dataclasses.replace(setting, n_classes=int(C)), k=k, seed=run_seed)
+        report = attack_scenario(sc, features=features, hidden=hidden, n_eval=n_eval, seed=run_seed)
+        train_acc, test_acc = sc.train_accuracy(), sc.test_accuracy()
+        rows.append(
+            {
+                "classes": int(C),
+                "train acc": train_acc,
+                "test acc": test_acc,
+                "gap": train_acc - test_acc,
+                "precision": report.precision,
+                "recall": report.recall,
+                "accuracy": report.accuracy,
+                "AUC": report.auc,
+                "uncertainty in": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_train.x)).mean()),
+                "uncertainty out": float(normalized_entropy(predict_proba(sc.target, sc.splits.target_test.x)).mean()),
+            }
+        )
+    return rows
+
+
+def shadow_data_table(
+    scenario: Scenario | None = None,
+    *,
+    k: int = 4,
+    pool_size: int = 6_000,
+    sources: Sequence[str] = ("real", "noisy 10%", "noisy 20%", "marginal", "model-based"),
+    synthesis: SynthesisConfig = SynthesisConfig(),
+    features: str = "sorted_label",
+    hidden: Sequence[int] = (),
+    n_eval: int | None = None,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """Attack quality for different sources of shadow training data (Shokri et al., Figure 9).
+
+    Every source yields a pool of ``pool_size`` labelled records, from which ``k`` new shadows
+    draw their train and test sets (the scenario's own shadows are not used):
+
+    * ``"real"``: real records disjoint from the target's;
+    * ``"noisy 10%"`` / ``"noisy 20%"``: those real records with 10% / 20% of features flipped;
+    * ``"marginal"``: records drawn feature by feature from the per-class marginals of the real pool;
+    * ``"model-based"``: records synthesized by querying the target (:func:`synthesize_batch`,
+      classes assigned round-robin), which needs no data at all.
+
+    Args:
+        scenario: the target (default: ``make_scenario(k=1)``).
+
+    Returns:
+        rows ``{"shadow data", "records", "queries/record", "precision", "recall", "accuracy",
+        "AUC", "TPR@1%FPR"}`` ("queries/record" only for model-based synthesis).
+    """
+    gen = make_generator(seed)
+    run_seed = spawn_seed(gen)  # the scenario (when built here) and every attack use it
+    scenario = scenario or make_scenario(k=1, seed=run_seed)
+    setting = scenario.setting
+    if 2 * setting.n_train > pool_size:
+        raise ValueError(f"pool_size must be at least 2 * n_train = {2 * setting.n_train}, got {pool_size}")
+    real_all = scenario.splits.shadow
+    if pool_size > len(real_all):
+        raise ValueError(f"pool_size must be at most {len(real_all)} (the attacker's real records), got {pool_size}")
+    real = real_all.subset(torch.randperm(len(real_all), generator=gen)[:pool_size], name="real")
+    oracle = Oracle(scenario.target)
+    rows = []
+    for source in progress(list(sources), desc="shadow data"):
+        queries = float("nan")
+        if source == "real":
+            pool = real
+        elif source.startswith("noisy"):
+            pool = noisy_data(real, fraction=float(source.split()[1].rstrip("%")) / 100, seed=gen)
+        elif source == "marginal":
+            pool = marginal_synthesis(real, pool_size, seed=gen)
+        elif source == "model-based":
+            res = _synthesize_pool(oracle, pool_size, setting.n_classes, synthesis, gen)
+            queries = res.queries_per_record
+            pool = res.data(setting.n_classes, name="model-based")
+            pool = pool.subset(torch.arange(min(pool_size, len(pool))))
+        else:
+            raise ValueError(f"unknown shadow data source {source!r}; use 'real', 'noisy 10%', 'noisy 20%', 'marginal' or 'model-based'")
+        shadows = train_shadow_models(pool, k=k, setting=setting, seed=spawn_seed(gen))
+        report = attack_scenario(scenario, shadows=shadows, features=features, hidden=hidden, n_eval=n_eval, seed=run_seed)
+        rows.append(
+            {
+                "shadow data": source,
+                "records": len(pool),
+                "queries/record": queries,
+                "precision": report.precision,
+                "recall": report.recall,
+                "accuracy": report.accuracy,
+                "AUC": report.auc,
+                "TPR@1%FPR": report.tpr_at_1pct,
+            }
+        )
+    return rows
+
+
+def _synthesize_pool(oracle: Oracle, n: int, n_classes: int, cfg: SynthesisConfig, gen: torch.Generator) -> SynthesisResult:
+    """Run SYNTHESIZE chains (classes round-robin) until ``n`` records exist; merge the results."""
+    parts: list[SynthesisResult] = []
+    have, chains, started = 0, n, 0
+    for _ in range(10):
+        classes = (torch.arange(chains) + started) % n_classes
+        started += chains
+        res = synthesize_batch(
+            oracle, classes, k_max=cfg.k_max, k_min=cfg.k_min, conf_min=cfg.conf_min, rej_max=cfg.rej_max,
+            iter_max=cfg.iter_max, p_one=cfg.p_one, seed=gen,
+        )
+        parts.append(res)
+        have += res.n_records
+        if have >= n:
+            break
+        rate = max(have / started, 0.05)  # success rate so far: start enough chains for the rest
+        chains = int(math.ceil((n - have) / rate * 1.1))
+    return SynthesisResult.concat(parts)
+
+
+def mitigation_table(
+    scenario: Scenario | None = None,
+    *,
+    policies: Mapping[str, OutputPolicy] = MITIGATION_POLICIES,
+    l2: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    features: str = "sorted_label",
+    hidden: Sequence[int] = (),
+    n_eval: int | None = None,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """Re-run the lecture's mitigation table on Purchase-like data (Shokri et al. 2017, Section VI).
+
+    Output policies (top-k, label only, rounding, temperature) degrade the answers of the
+    scenario's target; the attacker knows the policy and applies it to its shadows' answers too.
+    L2 regularisation retrains target and shadows (same data, same number of shadows) with
+    ``weight_decay = lambda``: the attacker trains its shadows the way the target was trained.
+
+    Args:
+        scenario: the unprotected target and its shadows (default: ``make_scenario()``).
+
+    Returns:
+        rows ``{"mitigation", "test acc", "attack acc", "precision", "recall", "AUC"}``.
+    """
+    gen = make_generator(seed)
+    run_seed, retrain_seed = spawn_seed(gen), spawn_seed(gen)
+    scenario = scenario or make_scenario(seed=run_seed)
+    test_acc = scenario.test_accuracy()
+
+    def row(name: str, acc: float, report: AttackReport) -> dict:
+        return {"mitigation": name, "test acc": acc, "attack acc": report.accuracy, "precision": report.precision, "recall": report.recall, "AUC": report.auc}
+
+    rows = []
+    for name, policy in progress(list(policies.items()), desc="output policies"):
+        report = attack_scenario(scenario, policy=policy, features=features, hidden=hidden, n_eval=n_eval, seed=run_seed)
+        rows.append(row(name, test_acc, report))
+    shadows = scenario.shadows
+    for lam in progress(list(l2), desc="L2"):
+        setting = dataclasses.replace(scenario.setting, weight_decay=float(lam))
+        models = train_models_like_target([scenario.splits.target_train, *shadows.train], setting=setting, seed=retrain_seed)
+        regularised = Scenario(setting, scenario.splits, models[0], ShadowModels(models[1:], shadows.train, shadows.test))
+        report = attack_scenario(regularised, features=features, hidden=hidden, n_eval=n_eval, seed=run_seed)
+        rows.append(row(f"L2 lambda = {lam:g}", regularised.test_accuracy(), report))
+    return rows
