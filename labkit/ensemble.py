@@ -7,8 +7,12 @@ once, equal to ``k`` separate runs of :func:`labkit.train.fit`.
 
 This is the speed path of labkit and the only module that calls private PyTorch operators
 (``torch._fused_adam_``, ``torch._foreach_add_``, ``torch.ops.aten.threshold_backward``). Each
-has a public fallback, chosen with ``private_ops=False`` (or automatically when the operator is
-missing), and the tests check that both paths make the same updates.
+has a public fallback, chosen with ``private_ops=False`` (the fused Adam also falls back by itself
+where torch lacks it), and the tests check that both paths make the same updates.
+
+:class:`BatchedMLP` draws its members' initial weights itself, as one ``(k, in, out)`` tensor per
+layer from ``seed`` (same distribution as ``nn.Linear``); member ``i`` is therefore not
+``MLP(..., seed=...)`` of any seed, but the same seed always gives the same ensemble.
 """
 from __future__ import annotations
 

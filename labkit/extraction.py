@@ -29,15 +29,15 @@ from torch import nn
 from .metrics import accuracy, fidelity
 from .models import LogisticRegression
 from .oracle import Oracle, OutputPolicy
-from .train import fit, predict
+from .train import fit, predict, soft_targets
 from .utils import (
     as_features,
     as_labels,
     device_of,
-    init_from_seed,
+    labels_of,
     make_generator,
-    outputs_of,
     progress,
+    reset_parameters_,
     spawn_seed,
 )
 
@@ -74,17 +74,6 @@ class ExtractionScores:
     fidelity: float
 
 
-def _labels_from(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, name: str) -> torch.Tensor:
-    """Call a prediction function and turn its answer into labels ``(N,)`` on the CPU."""
-    out = outputs_of(f, x, name=name)  # a model gets x on its own device; other callables as it is
-    if out.dim() == 2:
-        out = out.argmax(dim=1)
-    out = as_labels(out.cpu(), name=f"{name}(x)")
-    if out.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}(x) must give one prediction per input ({x.shape[0]}), got {out.shape[0]}")
-    return out.cpu()
-
-
 def extraction_scores(
     f_hat: Callable[[torch.Tensor], torch.Tensor],
     f_oracle: Callable[[torch.Tensor], torch.Tensor],
@@ -112,8 +101,8 @@ def extraction_scores(
     y = as_labels(y, name="y", n=x.shape[0]).cpu()
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one point, got an empty batch")
-    pred = _labels_from(f_hat, x, "f_hat")
-    ref = _labels_from(f_oracle, x, "f_oracle")
+    pred = labels_of(f_hat, x, name="f_hat")
+    ref = labels_of(f_oracle, x, name="f_oracle")
     return ExtractionScores(accuracy=accuracy(pred, y), fidelity=fidelity(pred, ref))
 
 
@@ -474,14 +463,6 @@ class SurrogateResult:
     answers: torch.Tensor
 
 
-def _soft_targets(answers: torch.Tensor) -> torch.Tensor:
-    """Rows renormalised to sum to 1 (rounded or top-k answers); an all-zero row becomes uniform."""
-    a = answers.double().clamp_min(0)
-    s = a.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(a, 1.0 / a.shape[1])
-    return torch.where(s > 0, a / s.clamp_min(1e-300), uniform).float()
-
-
 def train_surrogate(
     oracle: Oracle,
     x_pool: torch.Tensor,
@@ -536,7 +517,7 @@ def train_surrogate(
     before = oracle.queries
     answers = oracle(x_q)
     queries = oracle.queries - before
-    targets = answers if answers.dim() == 1 else _soft_targets(answers)
+    targets = answers if answers.dim() == 1 else soft_targets(answers)
     dev = device_of(surrogate)
     fit(surrogate, x_q.to(dev), targets.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, desc="surrogate")  # the lab's recipe
     return SurrogateResult(model=surrogate.eval(), queries=queries, x_queried=x_q, answers=answers)
@@ -575,10 +556,9 @@ def budget_sweep(
     Args:
         victim: the target model (wrapped in an oracle; the attack never touches it directly).
         x_pool: attacker's unlabeled inputs ``(M, ...)``.
-        make_surrogate: builds a fresh surrogate; it is called inside
-            :func:`labkit.utils.init_from_seed` with ``seed`` (a forked RNG seeded as
-            ``torch.manual_seed(seed)`` would), so its initialisation is reproducible and the
-            global random state is untouched.
+        make_surrogate: builds a fresh surrogate; its initial weights are then re-drawn from
+            ``seed`` with :func:`labkit.utils.reset_parameters_`, so every setting starts from the
+            same initialisation, which the seed controls.
         x_test, y_test: held-out data from the task's distribution, for accuracy and fidelity.
         budgets: query budgets, each in ``[1, M]``.
         outputs: output policies: ``"probs"``, ``"label"`` or :class:`~labkit.oracle.OutputPolicy`.
@@ -611,13 +591,12 @@ def budget_sweep(
     x_test = as_features(x_test, name="x_test")
     y_test = as_labels(y_test, name="y_test", n=x_test.shape[0])
     victim_labels = predict(victim, x_test).cpu()
-    if not isinstance(seed, int):  # a generator or None: one int for every setting, drawn once
+    if isinstance(seed, torch.Generator) or seed is None:  # one int for every setting, drawn once
         seed = spawn_seed(make_generator(seed))
     rows = []
     settings = [(p, b) for p in policies for b in budgets]
     for policy, budget in progress(settings, desc="budget sweep"):
-        with init_from_seed(seed):  # the same initialisation for every setting; global state untouched
-            surrogate = make_surrogate()
+        surrogate = reset_parameters_(make_surrogate(), seed=seed)  # the same initialisation for every setting
         oracle = Oracle(victim, policy)
         res = train_surrogate(oracle, x_pool, surrogate, n_queries=budget, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
         pred = predict(res.model, x_test).cpu()

@@ -1,5 +1,4 @@
-"""Unintended memorization: canaries, exposure and extraction from a character LM; the
-generalization gap of classifiers.
+"""Unintended memorization: canaries, exposure and extraction from a character LM.
 
 Carlini et al. (2019, "The Secret Sharer") insert a *canary*, a sentence holding a random
 secret such as ``"my PIN is 4 8 1 5 9 2"``, ``r`` times into a language model's training text.
@@ -9,8 +8,9 @@ Carlini et al. (2021) extract such sequences from GPT-2 by decoding from a prefi
 
 Everything here is small enough for a CPU: a synthetic template corpus (deterministic by seed),
 a one-layer GRU over characters, exact enumeration of all ``10^k`` candidates (batched over a
-tree of shared prefixes), beam-search extraction, and :func:`generalization_gap` for classifiers
-(members vs non-members), the quantity that membership inference (lab 4) exploits.
+tree of shared prefixes) and beam-search extraction. The whole canary experiment (one model per
+insertion count) is :func:`labkit.experiments.memorization.canary_experiment`; the generalization
+gap of classifiers is :func:`labkit.metrics.generalization_gap`.
 """
 from __future__ import annotations
 

@@ -160,6 +160,10 @@ def normalized_entropy(probs) -> torch.Tensor:
         float tensor ``(N,)``: 0 for a one-hot prediction, 1 for the uniform one.
     """
     p = as_probabilities(probs, name="probs", min_classes=2, normalized=False)
+    total = p.sum(dim=1, keepdim=True)
+    if (total <= 0).any():
+        raise ValueError("every row of probs needs a positive sum (an all-zero row is not a distribution)")
+    p = p / total  # rows that do not quite sum to 1 (rounded answers) are renormalised
     plogp = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
     return -plogp.sum(dim=1) / math.log(p.shape[1])
 

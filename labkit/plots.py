@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .metrics import RocCurve
+from .utils import as_images
 
 __all__ = ["image_grid", "plot_curves", "plot_roc", "format_table", "show_table"]
 
@@ -22,11 +23,8 @@ def image_grid(images, *, titles: Sequence[str] | None = None, ncols: int = 10, 
     Returns the matplotlib Figure.
     """
     a = _np(images).astype(np.float32)
-    if a.ndim == 2:
-        side = int(round(a.shape[1] ** 0.5))
-        if side * side != a.shape[1]:
-            raise ValueError(f"flat images must have a square number of pixels, got {a.shape[1]}")
-        a = a.reshape(-1, side, side)
+    if a.ndim == 2:  # flat square images, viewed as labkit views them everywhere
+        a = as_images(torch.as_tensor(a))[0].numpy()
     if a.ndim == 4:
         a = a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
     n = a.shape[0]

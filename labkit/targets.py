@@ -41,7 +41,7 @@ class TargetSetting:
     n_features: int = 600  # Purchase: 600 binary "bought product j" features
     n_classes: int = 100  # Purchase-100
     strength: float = 0.7  # tuned: test accuracy about 0.68 at n_train = 2000
-    data_seed: int | torch.Generator | None = 0
+    data_seed: int = 0  # an int, so that data() gives the same population every time
     n_train: int = 2_000  # 20 records per class
     hidden: tuple[int, ...] = (128,)  # one hidden layer of 128, as in Shokri et al. 2017
     activation: str = "relu"

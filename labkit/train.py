@@ -9,6 +9,7 @@ the same model. (The batched ensemble of ``k`` models has its own fast path, in
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -16,11 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import as_features, as_labels, device_of, make_generator, progress
+from .utils import (
+    as_features,
+    as_labels,
+    device_of,
+    init_from_seed,
+    make_generator,
+    progress,
+    spawn_seed,
+)
 
-__all__ = ["train_loop", "FitResult", "fit", "predict_proba", "predict", "evaluate"]
+__all__ = ["train_loop", "FitResult", "fit", "soft_targets", "predict_proba", "predict", "evaluate"]
 
 OPTIMIZERS = ("adam", "sgd")
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 def train_loop(
@@ -151,11 +161,25 @@ def fit(
 
     model.train()
     result = FitResult()
-    result.losses = train_loop(model.parameters(), batches, loss_fn, epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer, desc=desc)
+    # Dropout draws from torch's generator: give it one of its own, seeded from `seed`, so that the
+    # caller's random state is untouched (models without dropout draw nothing there).
+    has_dropout = any(isinstance(m, _DROPOUT) and m.p > 0 for m in model.modules())
+    context = init_from_seed(spawn_seed(gen), device=device) if has_dropout else contextlib.nullcontext()
+    with context:
+        result.losses = train_loop(model.parameters(), batches, loss_fn, epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer, desc=desc)
     model.eval()
     hard = y.argmax(1) if soft else y
     result.train_accuracy = float((predict(model, x) == hard).float().mean())
     return result
+
+
+def soft_targets(answers: torch.Tensor) -> torch.Tensor:
+    """Probability answers ``(N, C)`` as training targets for :func:`fit`: rows renormalised to sum
+    to 1 (rounded or top-k answers break the sum); an all-zero row becomes uniform."""
+    a = answers.double().clamp_min(0)
+    s = a.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(a, 1.0 / a.shape[1])
+    return torch.where(s > 0, a / s.clamp_min(1e-300), uniform).float()
 
 
 @torch.no_grad()

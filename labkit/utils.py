@@ -10,6 +10,7 @@ advances torch's, NumPy's or Python's global random state: :func:`make_generator
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "make_generator",
     "spawn_seed",
     "init_from_seed",
+    "reset_parameters_",
     "progress",
     "device_of",
     "as_features",
@@ -34,6 +36,7 @@ __all__ = [
     "image_shape",
     "as_images",
     "outputs_of",
+    "labels_of",
 ]
 
 T = TypeVar("T")
@@ -83,24 +86,48 @@ def spawn_seed(parent: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=parent).item())
 
 
-@contextlib.contextmanager
-def init_from_seed(seed: int | torch.Generator | None) -> Iterator[None]:
-    """Within the block, layers created or reset (``nn.Linear(...)``, ``reset_parameters()``) draw
-    their initial weights from ``seed``, with PyTorch's own initialisation schemes.
-
-    The block runs on a forked copy of torch's CPU generator, seeded with ``seed`` itself when
-    it is an int (so ``MLP(..., seed=3)`` has the weights that ``torch.manual_seed(3)`` would
-    give), else with a seed drawn from the generator or the OS. The global state is restored on
-    exit, so nothing outside the block sees a draw. (Parameters are created on the CPU; only the
-    CPU generator is forked, CUDA's is never touched.)
-    """
+def _int_seed(seed: int | torch.Generator | None) -> int:
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        value = int(seed)
-    else:
-        value = spawn_seed(make_generator(seed))
-    with torch.random.fork_rng(devices=[]):
+        return int(seed)
+    return spawn_seed(make_generator(seed))
+
+
+@contextlib.contextmanager
+def init_from_seed(seed: int | torch.Generator | None, *, device: torch.device | str | None = None) -> Iterator[None]:
+    """Within the block, torch's own random draws (layers created or reset with PyTorch's
+    initialisation schemes, dropout masks) come from ``seed``, and the caller's random state is
+    left as it was.
+
+    The block runs on forked copies of torch's CPU generator (and of ``device``'s, when it is a
+    CUDA device), seeded with ``seed`` itself when it is an int (so ``MLP(..., seed=3)`` has the
+    weights that ``torch.manual_seed(3)`` would give), else with a seed drawn from the generator or
+    the OS. Every forked state is restored on exit, so nothing outside the block sees a draw.
+    """
+    value = _int_seed(seed)
+    device = torch.device(device) if device is not None else None
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(value)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(value)
         yield
+
+
+def reset_parameters_(module: nn.Module, *, seed: int | torch.Generator | None = 0) -> nn.Module:
+    """Re-draw, in place, the parameters of every layer of ``module`` that has ``reset_parameters``
+    (PyTorch's default initialisation), from ``seed``, whatever device the module is on.
+
+    The layers are reset on a CPU copy inside :func:`init_from_seed` and the values copied back,
+    so the same seed gives the same weights on a CPU and on a GPU.
+    """
+    cpu = copy.deepcopy(module).cpu()
+    with init_from_seed(seed), torch.no_grad():
+        for layer in cpu.modules():
+            if hasattr(layer, "reset_parameters") and list(layer.parameters(recurse=False)):
+                layer.reset_parameters()
+        for dst, src in zip(module.parameters(), cpu.parameters()):
+            dst.copy_(src)
+    return module
 
 
 def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | None = None, leave: bool = False) -> Iterable[T]:
@@ -195,8 +222,8 @@ def as_probabilities(p, *, name: str = "probs", min_classes: int = 1, normalized
         name: the argument's name, used in error messages.
         min_classes: the fewest classes C accepted (2 for entropies and binary attacks).
         normalized: also require entries in ``[0, 1]`` and every row to sum to 1 (within
-            ``atol``); False accepts unnormalised non-negative rows (entropies normalise them
-            as they are given).
+            ``atol``); False accepts unnormalised non-negative rows (for example rounded or
+            top-k answers; :func:`labkit.metrics.normalized_entropy` renormalises them).
         atol: tolerance of the range and sum checks.
 
     Returns:
@@ -284,3 +311,13 @@ def outputs_of(f: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.T
     if out.dim() == 0 or out.shape[0] != x.shape[0]:
         raise ValueError(f"{name}(x) must give one output per input ({x.shape[0]}), got shape {tuple(out.shape)}")
     return out
+
+
+def labels_of(f: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, name: str = "f") -> torch.Tensor:
+    """Predicted labels ``(N,)`` (int64, on the CPU) of a model or a prediction function: the
+    arg-max of probabilities or scores ``(N, C)``, labels ``(N,)`` as they are (see :func:`outputs_of`)."""
+    out = outputs_of(f, x, name=name)
+    if out.dim() == 2:
+        out = out.argmax(dim=1)
+    return as_labels(out.cpu(), name=f"{name}(x)", n=x.shape[0])
+

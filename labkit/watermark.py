@@ -15,9 +15,9 @@ The ground-truth function ``f`` is not defined on abstract images (an abstract p
 classifier trained on clean data that stands for ``f`` (``ground_truth=``): a trigger label is
 "wrong" when it differs from what that classifier says.
 
-Removal attacks: :func:`fine_tune_attack` (FTLL, FTAL, RTLL, RTAL, Section 5.2 of the paper) and
-:func:`extraction_attack` (steal the marked model through its prediction API with the surrogate
-extraction of lab 1).
+Removal attacks: :func:`fine_tune_attack` (FTLL, FTAL, RTLL, RTAL, Section 5.2 of the paper); the
+extraction attack (steal the marked model through its prediction API) is
+:func:`labkit.experiments.watermark.extraction_attack`.
 """
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ from .utils import (
     as_labels,
     device_of,
     image_shape,
-    init_from_seed,
+    labels_of,
     make_generator,
+    reset_parameters_,
 )
 
 __all__ = [
@@ -248,17 +249,7 @@ def ground_truth_labels(ground_truth: nn.Module | Callable[[torch.Tensor], torch
     Returns:
         int64 labels ``(N,)`` on the CPU.
     """
-    if isinstance(ground_truth, nn.Module):
-        y = predict(ground_truth, x)
-    elif callable(ground_truth):
-        y = ground_truth(x)
-        if not isinstance(y, torch.Tensor):
-            y = torch.as_tensor(np.asarray(y))
-        if y.dim() == 2:
-            y = y.argmax(dim=1)
-    else:
-        raise ValueError(f"ground_truth must be an nn.Module or a callable, got {type(ground_truth).__name__}")
-    return as_labels(y.cpu(), name="ground-truth labels", n=x.shape[0])
+    return labels_of(ground_truth, x, name="ground_truth")
 
 
 @dataclass(frozen=True)
@@ -485,20 +476,16 @@ def mixed_batches(
 def reinitialize_(module: nn.Module, *, seed: int | torch.Generator | None = 0) -> nn.Module:
     """Re-draw the weights of every ``nn.Linear`` and ``nn.Conv*`` layer of ``module`` in place.
 
-    Uses PyTorch's default initialisation (``reset_parameters``) drawn from ``seed``
-    (:func:`labkit.utils.init_from_seed`), so the same seed gives the same weights.
+    PyTorch's default initialisation drawn from ``seed`` (:func:`labkit.utils.reset_parameters_`),
+    so the same seed gives the same weights, on any device.
 
     Raises:
         ValueError: if ``module`` holds parameters in another kind of layer.
     """
-    layers = [m for m in module.modules() if list(m.parameters(recurse=False))]
-    for m in layers:
-        if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    for m in module.modules():
+        if list(m.parameters(recurse=False)) and not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             raise ValueError(f"can re-initialize Linear and Conv layers only, got {type(m).__name__}")
-    with init_from_seed(seed):
-        for m in layers:
-            m.reset_parameters()
-    return module
+    return reset_parameters_(module, seed=seed)
 
 
 def mark(

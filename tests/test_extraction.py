@@ -9,7 +9,7 @@ from labkit.data import load_digits, make_splits
 from labkit.metrics import fidelity
 from labkit.models import MLP, LogisticRegression
 from labkit.oracle import Oracle, QueryBudgetExceeded
-from labkit.train import fit, predict, predict_proba
+from labkit.train import fit, predict, predict_proba, soft_targets
 from labkit.utils import make_generator
 
 
@@ -311,7 +311,7 @@ def test_surrogate_rejects_bad_arguments(digits_setting):
 
 
 def test_soft_targets_are_renormalised():
-    t = ex._soft_targets(torch.tensor([[0.5, 0.3, 0.0], [0.0, 0.0, 0.0]]))
+    t = soft_targets(torch.tensor([[0.5, 0.3, 0.0], [0.0, 0.0, 0.0]]))
     assert torch.allclose(t, torch.tensor([[0.625, 0.375, 0.0], [1 / 3, 1 / 3, 1 / 3]]))
 
 

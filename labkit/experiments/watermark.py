@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..oracle import Oracle
-from ..train import fit
+from ..train import fit, soft_targets
 from ..utils import as_features, check_int, device_of, make_generator
 
 __all__ = ["extraction_attack"]
@@ -62,8 +62,7 @@ def extraction_attack(
     x_q = x_pool[torch.randperm(m, generator=gen)[:n_queries]]
     answers = oracle(x_q)
     if answers.dim() == 2:  # probabilities: renormalise rows that a policy may have broken
-        answers = answers.double().clamp_min(0)
-        answers = (answers / answers.sum(dim=1, keepdim=True).clamp_min(1e-300)).float()
+        answers = soft_targets(answers)
     dev = device_of(surrogate)
     fit(surrogate, x_q.to(dev), answers.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=gen, desc="surrogate")
     return surrogate.eval()

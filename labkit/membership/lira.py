@@ -12,7 +12,7 @@ Membership scores follow the library's convention: larger means "more likely a m
   Gaussian alone (offline).
 
 The common target setting of the membership labs (Purchase-like data, 100 classes, an MLP that
-overfits) is :func:`purchase_target_setting`.
+overfits) is :func:`labkit.targets.purchase_target_setting`.
 """
 from __future__ import annotations
 

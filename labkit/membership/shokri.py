@@ -136,9 +136,7 @@ def prediction_vectors(answers: torch.Tensor, n_classes: int) -> torch.Tensor:
     if not isinstance(answers, torch.Tensor):
         answers = torch.as_tensor(answers)
     if answers.dim() == 1 and not answers.is_floating_point():
-        if answers.numel() and (int(answers.min()) < 0 or int(answers.max()) >= n_classes):
-            raise ValueError(f"labels must lie in [0, {n_classes - 1}], got values in [{int(answers.min())}, {int(answers.max())}]")
-        return F.one_hot(answers.long(), n_classes).float()
+        return F.one_hot(as_labels(answers, name="labels", n_classes=n_classes), n_classes).float()
     if answers.dim() != 2 or answers.shape[1] != n_classes:
         raise ValueError(f"answers must be labels (N,) or prediction vectors (N, {n_classes}), got shape {tuple(answers.shape)}")
     return answers.float()
@@ -260,11 +258,7 @@ class PerClassAttack:
             float32 ``(N,)`` in ``[0, 1]`` (larger: more likely a member).
         """
         y_hat = prediction_vectors(y_hat, self.n_classes).cpu()
-        y = torch.as_tensor(y).long().cpu()
-        if y.shape != (y_hat.shape[0],):
-            raise ValueError(f"y must have shape ({y_hat.shape[0]},), got {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ValueError(f"y must hold labels in [0, {self.n_classes - 1}], got values in [{int(y.min())}, {int(y.max())}]")
+        y = as_labels(y, name="y", n_classes=self.n_classes, n=y_hat.shape[0]).cpu()
         feats = attack_features(y_hat, y, features=self.features)
         out = torch.full((y.shape[0],), 0.5)
         for c in torch.unique(y).tolist():
