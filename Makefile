@@ -45,7 +45,7 @@ release: venv
 	done
 
 grade: venv
-	$(BIN)/mlsec-grade
+	$(BIN)/mlsec-grade $(if $(filter off,$(SANDBOX)),--no-sandbox,)
 
 # LAB=<name> checks one lab (a folder of solutions/); without it, every lab.
 check-lab: venv

@@ -24,6 +24,13 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # The exchange (used by `nbgrader release_assignment` / `collect`) lives in a writable folder.
 c.Exchange.root = os.path.join(HERE, "grading", "exchange")
 
+# Student code is untrusted: every kernel nbgrader starts to execute a notebook (autograde, and
+# validate here in the instructor's repository) runs in a bubblewrap sandbox that hides the course
+# root (solutions/, grading/, other submissions), has no network and writes only a scratch tmpfs
+# (coursetools/sandbox.py). MLSEC_SANDBOX=off (`make grade SANDBOX=off`) is the explicit opt-out.
+c.Execute.kernel_manager_class = "coursetools.sandbox.SandboxKernelManager"
+c.SandboxKernelManager.course_root = HERE
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Per-cell execution limit of `nbgrader autograde` (and validate). nbgrader's own Execute

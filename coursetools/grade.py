@@ -8,7 +8,8 @@
 Students and labs are discovered from grading/submitted/<student>/<lab>/<lab>.ipynb. For each lab
 the gradebook is synchronised with solutions/<lab> (`nbgrader generate_assignment`, releasing into a
 temporary folder so that labs/ is left alone); then each (student, lab) is graded by its own
-`nbgrader autograde` call under a wall-clock limit, so a submission that raises, loops, kills its
+`nbgrader autograde` call under a wall-clock limit, its kernel in a bubblewrap sandbox
+(coursetools/sandbox.py; the grader refuses to run without `bwrap` unless --no-sandbox is given), so a submission that raises, loops, kills its
 kernel or is not a notebook gets what it earned (or 0 and a status) and the batch carries on.
 Feedback HTML without hidden tests goes to grading/feedback/<student>/<lab>/ (see
 coursetools/nbgrader_feedback.py); grading/grades.csv gets one row per (student, lab); nbgrader's
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import signal
 import subprocess
@@ -30,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import nbgrading
+from . import nbgrading, sandbox
 
 CSV_HEADER = ("student", "lab", "score", "max_score", "auto_score", "max_auto_score",
               "manual_score", "manual_pending", "status")
@@ -157,7 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submission-timeout", type=float, default=1200,
                     help="wall-clock limit of one submission's autograde, in seconds (default 1200)")
     ap.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    ap.add_argument("--no-sandbox", action="store_true",
+                    help="run student code WITHOUT the bubblewrap sandbox (it can then read and write everything "
+                         "the grader can: the gradebook, hidden tests, other submissions); prints a warning")
     args = ap.parse_args(argv)
+    if args.no_sandbox:
+        os.environ["MLSEC_SANDBOX"] = "off"  # read by coursetools.sandbox in the nbgrader processes
+    if sandbox.sandbox_enabled():
+        try:
+            sandbox.check_available()
+        except sandbox.SandboxUnavailable as err:
+            print(f"refusing to grade: {err}", file=sys.stderr)
+            return 2
+    else:
+        print("WARNING: grading WITHOUT a sandbox (--no-sandbox / MLSEC_SANDBOX=off): student code runs with your "
+              "rights and can read the hidden tests and change the gradebook.", file=sys.stderr, flush=True)
     # `timeout` and `kill` send SIGTERM: exit through Python so that nbgrader's kernels die too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

@@ -306,6 +306,41 @@ def test_forbid_restores_after_an_error():
     assert _reference(1) == 2
 
 
+def test_forbid_refuses_copies_of_a_reference():
+    """Copying a reference's code (same code object, pasted source, a wrapper around a copy) is caught
+    before the block runs; honest code and the reference itself (whose calls raise) are not."""
+    import inspect as _inspect
+    import textwrap
+    import types
+
+    from labkit.metrics import normalized_entropy
+
+    def honest(p):
+        return -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(p.shape[1])
+
+    def check(namespace):
+        code = "with forbid(ref):\n    pass\n"
+        exec(code, {**namespace, "forbid": grading.forbid, "ref": normalized_entropy, "__name__": "__main__"})
+
+    check({"honest": honest, "alias": normalized_entropy})  # no copy: fine
+    same_code = types.FunctionType(normalized_entropy.__code__, normalized_entropy.__globals__)
+    pasted: dict = {}
+    exec(textwrap.dedent(_inspect.getsource(normalized_entropy)), dict(normalized_entropy.__globals__), pasted)
+    assert pasted["normalized_entropy"] is not normalized_entropy
+
+    def wrapper(p, _f=same_code):
+        return _f(p)
+
+    def closing():
+        inner = same_code
+        return lambda p: inner(p)
+
+    copies = {"same_code": same_code, "pasted": pasted["normalized_entropy"], "closure": closing(), "default_arg": wrapper}
+    for name, value in copies.items():
+        with pytest.raises(grading.CopiedReference, match=f"{name} .*normalized_entropy"):
+            check({name: value})
+
+
 def test_format_table_escapes_pipes_and_formats_floats():
     from labkit.plots import format_table
 
