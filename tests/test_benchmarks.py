@@ -19,3 +19,14 @@ def test_bench_ensemble_prints_all_three_variants():
     row = next(line for line in out.stdout.splitlines() if line.startswith("| 2 | 256 |"))
     times = [float(v) for v in row.strip("|").split("|")[2:5]]
     assert all(t > 0 for t in times), row
+
+
+def test_bench_sandbox_grades_the_same_submission_both_ways():
+    env = {**os.environ, "LABKIT_PROGRESS": "0"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_sandbox.py"), "--repeats", "1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    header, _, row = [line for line in out.stdout.splitlines() if line.strip()][1:4]
+    assert header.split()[:3] == ["lab", "sandboxed", "s"] and row.startswith("demo")
+    on, off = (float(v) for v in row.split()[1:3])
+    assert on > 0 and off > 0
