@@ -5,15 +5,13 @@
 :func:`coursetools.nbgrading.autograde` passes unless the sandbox is switched off) that kernel is
 started through ``bwrap`` (Debian's ``bubblewrap``, unprivileged user namespaces):
 
-* the file system is the machine's, **read-only**;
-* the course root and the project that holds ``labkit`` are replaced by empty ``tmpfs`` folders,
-  so ``solutions/``, the gradebook, other submissions, feedback and the course's sources are not
-  there at all; the interpreter, the installed packages and ``labkit`` itself come back read-only,
-  and so does the folder of the submission being graded (the kernel's working directory), except
-  its notebooks: nbgrader has already written the hidden tests into the notebook it executes, so
-  the kernel sees an empty file there;
-* ``/tmp``, ``/var/tmp``, ``/home``, ``/root`` and ``/run`` are empty ``tmpfs`` folders: a
-  scratch space that vanishes with the kernel (and hides other kernels' connection files);
+* the file system is an **allowlist**, all read-only: the system folders (``/usr``, ``/etc``,
+  ``/sys``), the interpreter, the installed packages, ``labkit`` itself and the folder of the
+  submission being graded (the kernel's working directory), except its notebooks: nbgrader has
+  already written the hidden tests into the notebook it executes, so the kernel sees an empty
+  file there. The course (``solutions/``, the gradebook, other submissions, feedback, the
+  course's sources), other repositories and home folders do not exist inside;
+* ``/tmp`` and ``/run`` are empty ``tmpfs`` folders: a scratch space that vanishes with the kernel;
 * no network (``--unshare-net``), its own PID, IPC and UTS namespaces, a new session (no
   terminal injection), killed with its parent;
 * a cleared environment: only the variables of ``ENV_ALLOW`` pass (no tokens, no database URLs).
@@ -46,7 +44,6 @@ INSTALL_HINT = (
     "or grade without a sandbox with `make grade SANDBOX=off` (`mlsec-grade --no-sandbox`), which lets "
     "student code read and write everything the grader can."
 )
-HIDDEN = ("/tmp", "/var/tmp", "/home", "/root", "/run")
 # The only environment variables a grading kernel inherits (the grader's may hold secrets, such as
 # a database URL with a password).
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "NBGRADER_EXECUTION", "LABKIT_PROGRESS", "LABKIT_DEVICE",
@@ -79,31 +76,41 @@ def check_available() -> str:
     return path
 
 
-def _project_of(package_dir: Path) -> Path:
-    """The folder holding an editable install's package (the repository root), or the package itself."""
-    parent = package_dir.parent
-    return parent if (parent / "pyproject.toml").exists() or (parent / "setup.py").exists() else package_dir
+SYSTEM = ("/usr", "/etc", "/sys")  # the system's software and configuration, read-only
+MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # links into /usr, or folders
 
 
 def bwrap_args(*, cwd: Path, course_root: Path | None, runtime: Path) -> list[str]:
-    """The ``bwrap`` command line (without the command to run) for a grading kernel."""
+    """The ``bwrap`` command line (without the command to run) for a grading kernel.
+
+    An allowlist: the new root holds only the system folders, the interpreter, the installed
+    packages, labkit and the submission's folder (all read-only), empty ``/tmp``, ``/dev``,
+    ``/proc``, and the IPC folder. Everything else (the course, other repositories, home folders,
+    other mounts) does not exist inside.
+    """
     import labkit  # the one package a submission must import; its source comes back read-only
 
     labkit_dir = Path(labkit.__file__).resolve().parent
-    hide = [Path(h) for h in HIDDEN if Path(h).exists()]
-    for extra in (course_root, _project_of(labkit_dir)):
-        if extra is not None:
-            hide.append(Path(extra).resolve())
-    keep_ro = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), labkit_dir, Path(cwd).resolve()]
-    args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for h in sorted(set(hide), key=lambda p: len(p.parts)):
-        args += ["--tmpfs", str(h)]
-    for k in keep_ro:
-        if any(k == h or h in k.parents for h in hide):  # only what a tmpfs hid needs binding back
-            args += ["--ro-bind", str(k), str(k)]
+    args = [bwrap_path() or "bwrap"]
+    for path in SYSTEM:
+        if Path(path).exists():
+            args += ["--ro-bind", path, path]
+    for path in MERGED:
+        p = Path(path)
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), path]
+        elif p.is_dir():
+            args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+    software = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), labkit_dir}
+    for path in sorted(software, key=lambda q: len(q.parts)):
+        if not any(str(path).startswith(system + "/") for system in SYSTEM):
+            args += ["--ro-bind", str(path), str(path)]
+    cwd = Path(cwd).resolve()
+    args += ["--ro-bind", str(cwd), str(cwd)]
     # nbgrader writes the notebook under grading, hidden tests included, into the working directory
     # before it executes it: the kernel sees empty files in its place.
-    for nb in sorted(Path(cwd).resolve().glob("*.ipynb")):
+    for nb in sorted(cwd.glob("*.ipynb")):
         args += ["--ro-bind", "/dev/null", str(nb)]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # a GPU, where the grading machine has one
         args += ["--dev-bind", str(dev), str(dev)]
@@ -115,8 +122,9 @@ def bwrap_args(*, cwd: Path, course_root: Path | None, runtime: Path) -> list[st
     args += ["--bind", str(runtime), str(runtime), "--dir", home,
              "--setenv", "HOME", home, "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", f"{home}/.matplotlib",
              "--setenv", "IPYTHONDIR", f"{home}/.ipython", "--setenv", "JUPYTER_RUNTIME_DIR", str(runtime),
-             "--chdir", str(Path(cwd).resolve()),
+             "--chdir", str(cwd),
              "--unshare-all", "--die-with-parent", "--new-session", "--"]
+    del course_root  # nothing of the course is bound in; kept in the signature for callers and tests
     return args
 
 
