@@ -29,7 +29,6 @@ c.Exchange.root = os.path.join(HERE, "grading", "exchange")
 # root (solutions/, grading/, other submissions), has no network and writes only a scratch tmpfs
 # (coursetools/sandbox.py). MLSEC_SANDBOX=off (`make grade SANDBOX=off`) is the explicit opt-out.
 c.Execute.kernel_manager_class = "coursetools.sandbox.SandboxKernelManager"
-c.SandboxKernelManager.course_root = HERE
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 

@@ -26,6 +26,7 @@ grader refuses to run at all without ``bwrap`` unless that opt-out is given.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -35,7 +36,6 @@ import warnings
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
-from traitlets import Unicode
 
 __all__ = ["SandboxKernelManager", "SandboxUnavailable", "bwrap_path", "check_available", "sandbox_enabled", "bwrap_args"]
 
@@ -64,10 +64,16 @@ def bwrap_path() -> str | None:
 
 
 def check_available() -> str:
-    """The path of a working ``bwrap``; :class:`SandboxUnavailable` (saying how to fix it) otherwise."""
+    """The path of a working ``bwrap``; :class:`SandboxUnavailable` (saying how to fix it) otherwise.
+    The probe runs once per process and path (a grading run starts one kernel per submission)."""
     path = bwrap_path()
     if path is None:
         raise SandboxUnavailable(f"bubblewrap (`bwrap`) is not installed: the grader will not run student code unsandboxed. {INSTALL_HINT}")
+    return _probe(path)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(path: str) -> str:
     probe = subprocess.run([path, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
                            capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
@@ -80,7 +86,7 @@ SYSTEM = ("/usr", "/etc", "/sys")  # the system's software and configuration, re
 MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # links into /usr, or folders
 
 
-def bwrap_args(*, cwd: Path, course_root: Path | None, runtime: Path) -> list[str]:
+def bwrap_args(*, cwd: Path, runtime: Path) -> list[str]:
     """The ``bwrap`` command line (without the command to run) for a grading kernel.
 
     An allowlist: the new root holds only the system folders, the interpreter, the installed
@@ -124,14 +130,11 @@ def bwrap_args(*, cwd: Path, course_root: Path | None, runtime: Path) -> list[st
              "--setenv", "IPYTHONDIR", f"{home}/.ipython", "--setenv", "JUPYTER_RUNTIME_DIR", str(runtime),
              "--chdir", str(cwd),
              "--unshare-all", "--die-with-parent", "--new-session", "--"]
-    del course_root  # nothing of the course is bound in; kept in the signature for callers and tests
     return args
 
 
 class SandboxKernelManager(AsyncKernelManager):
     """An ``AsyncKernelManager`` whose kernels run in a bubblewrap sandbox over IPC sockets."""
-
-    course_root = Unicode("", config=True, help="The course root, hidden from the kernel (nbgrader_config.py sets it).")
 
     async def _async_pre_start_kernel(self, **kw):
         self._sandbox_cwd = Path(kw.get("cwd") or os.getcwd())
@@ -156,8 +159,7 @@ class SandboxKernelManager(AsyncKernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if not getattr(self, "_sandboxed", False):
             return cmd
-        return bwrap_args(cwd=self._sandbox_cwd, course_root=Path(self.course_root) if self.course_root else None,
-                          runtime=self._runtime) + cmd
+        return bwrap_args(cwd=self._sandbox_cwd, runtime=self._runtime) + cmd
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

@@ -248,6 +248,7 @@ def _random_calls():
         "membership.synthesis.noisy_data": lambda s: synthesis.noisy_data(purchase, fraction=0.2, seed=s).x,
         "membership.lira.random_halves": lambda s: lira.random_halves(10, 4, seed=s),
         "membership.lira.train_on_halves": lambda s: lira.train_on_halves(purchase.x[:40], purchase.y[:40], lira.random_halves(40, 2, seed=0), setting=tiny_setting, seed=s)[0].weights[0],
+        "membership.shokri.shadow_splits": lambda s: shokri.shadow_splits(purchase, k=2, n_train=30, seed=s)[1][1].x,
         "membership.shokri.train_shadow_models": lambda s: shokri.train_shadow_models(purchase, k=1, setting=tiny_setting, seed=s).models[0].net[0].weight,
         "membership.shokri.train_attack_models": lambda s: shokri.train_attack_models(shokri.AttackSet(torch.softmax(torch.arange(24.0).view(6, 4), 1), torch.tensor([0, 0, 1, 1, 0, 1]), torch.tensor([True, False] * 3)), hidden=(3,), epochs=2, seed=s).models[0].net[0].weight,
         "membership.shokri.shokri_attack": lambda s: shokri.shokri_attack(api, purchase, k=1, setting=tiny_setting, n_train=40, hidden=(3,), seed=s).attack.models[0].net[0].weight,

@@ -45,7 +45,7 @@ def test_sandbox_command_binds_only_what_a_kernel_needs(tmp_path):
     cwd = course / "grading" / "autograded" / "alice" / LAB
     cwd.mkdir(parents=True)
     (cwd / f"{LAB}.ipynb").write_text("{}")
-    args = sandbox.bwrap_args(cwd=cwd, course_root=course, runtime=tmp_path / "rt")
+    args = sandbox.bwrap_args(cwd=cwd, runtime=tmp_path / "rt")
     pairs = list(zip(args, args[1:]))
     bound = {b for a, b in pairs if a in ("--ro-bind", "--bind", "--dev-bind")}
     assert str(cwd.resolve()) in bound and str(Path(labkit.__file__).resolve().parent) in bound

@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from ..data import Data, Splits, make_splits
-from ..membership.shokri import ShadowModels, shokri_attack, train_shadow_models
+from ..membership.shokri import (
+    ShadowModels,
+    shadow_splits,
+    shokri_attack,
+    train_shadow_models,
+)
 from ..membership.synthesis import (
     SynthesisResult,
     marginal_synthesis,
@@ -133,18 +138,9 @@ def make_scenario(setting: TargetSetting | None = None, *, k: int = 4, seed: int
         raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
     gen = make_generator(seed)
     splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=spawn_seed(gen))
-    train, test = _shadow_splits(splits.shadow, k=k, n_train=n, seed=gen)
+    train, test = shadow_splits(splits.shadow, k=k, n_train=n, seed=gen)
     models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
     return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train, test=test))
-
-
-def _shadow_splits(pool: Data, *, k: int, n_train: int, seed: torch.Generator) -> tuple[list[Data], list[Data]]:
-    train, test = [], []
-    for i in range(k):
-        perm = torch.randperm(len(pool), generator=seed)
-        train.append(pool.subset(perm[:n_train], name=f"shadow{i}/train"))
-        test.append(pool.subset(perm[n_train : 2 * n_train], name=f"shadow{i}/test"))
-    return train, test
 
 
 def attack_scenario(

@@ -49,6 +49,7 @@ from ..utils import as_labels, check_int, make_generator, outputs_of, spawn_seed
 __all__ = [
     "ShadowModels",
     "train_shadow_models",
+    "shadow_splits",
     "prediction_vectors",
     "AttackSet",
     "build_attack_set",
@@ -113,13 +114,25 @@ def train_shadow_models(
     if 2 * n_train > len(pool):
         raise ValueError(f"each shadow needs 2 * n_train = {2 * n_train} records (train and test), but the pool has {len(pool)}")
     gen = make_generator(seed)
+    train, test = shadow_splits(pool, k=k, n_train=n_train, seed=gen)
+    models = train_models_like_target(train, setting=setting, seed=gen)
+    return ShadowModels(models=models, train=train, test=test)
+
+
+def shadow_splits(pool: Data, *, k: int, n_train: int, seed: int | torch.Generator | None = 0) -> tuple[list[Data], list[Data]]:
+    """``k`` pairs of disjoint random subsets of ``pool``, ``n_train`` records each: shadow ``i``'s
+    ``D_shadow^{train,i}`` and ``D_shadow^{test,i}`` (one ``randperm`` of the pool per shadow).
+
+    Returns:
+        the ``k`` training sets and the ``k`` test sets.
+    """
+    gen = make_generator(seed)
     train, test = [], []
     for i in range(k):
         perm = torch.randperm(len(pool), generator=gen)
         train.append(pool.subset(perm[:n_train], name=f"shadow{i}/train"))
         test.append(pool.subset(perm[n_train : 2 * n_train], name=f"shadow{i}/test"))
-    models = train_models_like_target(train, setting=setting, seed=gen)
-    return ShadowModels(models=models, train=train, test=test)
+    return train, test
 
 
 # ============================================================================ attack training set
