@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LABS   := $(notdir $(wildcard solutions/lab*))
 
-.PHONY: help venv book test test-fast lab release grade check-lab bench clean
+.PHONY: help venv book test test-fast lab release student grade check-lab bench clean
 
 help:
 	@echo "make book      build the Jupyter Book (chapters executed) into _build/html"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast run the unit tests only (-m 'not slow')"
 	@echo "make lab       start JupyterLab with the nbgrader extension"
 	@echo "make release   regenerate labs/ from solutions/ with nbgrader"
+	@echo "make student   build the student edition in dist/student/ and dist/mlsec-student.zip (UNLOCK=lab...: ship those labs' references)"
 	@echo "make grade     autograde every submission in grading/submitted/"
 	@echo "make check-lab check with nbgrader that every lab grades as intended (LAB=name: one lab)"
 	@echo "make bench     print the benchmark tables"
@@ -44,6 +45,12 @@ release: venv
 	  $(BIN)/nbgrader generate_assignment "$$lab" --force --log-level=WARN || exit 1; \
 	done
 
+# The student edition: released labs, labkit with its graded regions stubbed, a student README.
+# Includes the rendered book when `make book` has built it. UNLOCK="lab1_extraction ..." ships
+# those labs' references whole (for a later lab, once their deadline has passed).
+student: venv
+	$(BIN)/mlsec-student --course "$(CURDIR)" $(if $(UNLOCK),--unlock $(UNLOCK),)
+
 grade: venv
 	$(BIN)/mlsec-grade $(if $(filter off,$(SANDBOX)),--no-sandbox,)
 
@@ -55,4 +62,4 @@ bench: venv
 	LABKIT_PROGRESS=0 $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf _build grading/autograded grading/feedback
+	rm -rf _build dist grading/autograded grading/feedback

@@ -18,11 +18,21 @@ c.CourseDirectory.autograded_directory = os.path.join("grading", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("grading", "feedback")
 # grading/ is git-ignored: create it so that the gradebook can be opened in a fresh clone.
 os.makedirs(os.path.join(HERE, "grading"), exist_ok=True)
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, "grading", "gradebook.db")
+# The gradebook: SQLite in grading/ for one instructor on one machine; PostgreSQL (or any SQLAlchemy
+# URL) for several graders or machines, from MLSEC_GRADEBOOK_URL, e.g.
+# postgresql://user@127.0.0.1:5432/gradebook. `make grade` and formgrader read it alike.
+c.CourseDirectory.db_url = (os.environ.get("MLSEC_GRADEBOOK_URL", "").strip()
+                            or "sqlite:///" + os.path.join(HERE, "grading", "gradebook.db"))
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
 
-# The exchange (used by `nbgrader release_assignment` / `collect`) lives in a writable folder.
-c.Exchange.root = os.path.join(HERE, "grading", "exchange")
+# The exchange: where `nbgrader release_assignment` puts a lab for students to fetch, and where
+# their `submit` lands for `collect` (formgrader's Release and Collect buttons). nbgrader requires
+# the folder to exist. On one machine it is grading/exchange, created here; on a JupyterHub, set
+# MLSEC_EXCHANGE to the shared folder every user can write (nbgrader's docs: /srv/nbgrader/exchange,
+# made with `mkdir -p` and `chmod ugo+rw`), in the instructor's and the students' environment alike.
+c.Exchange.root = os.environ.get("MLSEC_EXCHANGE") or os.path.join(HERE, "grading", "exchange")
+if not os.environ.get("MLSEC_EXCHANGE"):
+    os.makedirs(c.Exchange.root, exist_ok=True)
 
 # Student code is untrusted: every kernel nbgrader starts to execute a notebook (autograde, and
 # validate here in the instructor's repository) runs in a bubblewrap sandbox that hides the course

@@ -97,6 +97,7 @@ def extraction_scores(
     Jagielski et al. (2020), Section 3: accuracy is the thief's goal, fidelity (up to functional
     equivalence, fidelity 1 on every input) is the goal of an attacker preparing further attacks.
     """
+    ### BEGIN SOLUTION lab1_extraction
     x = as_features(x, name="x")
     y = as_labels(y, name="y", n=x.shape[0]).cpu()
     if x.shape[0] == 0:
@@ -104,6 +105,7 @@ def extraction_scores(
     pred = labels_of(f_hat, x, name="f_hat")
     ref = labels_of(f_oracle, x, name="f_oracle")
     return ExtractionScores(accuracy=accuracy(pred, y), fidelity=fidelity(pred, ref))
+    ### END SOLUTION
 
 
 def _linear_classifier(w: Sequence[float], b: float) -> LogisticRegression:
@@ -278,6 +280,7 @@ def solve_logreg_equations(x: torch.Tensor, probs: torch.Tensor, *, min_prob: fl
 
     Tramer et al. (2016), Section 4.1.1 (binary) and 4.1.2 (multiclass logistic regression).
     """
+    ### BEGIN SOLUTION lab1_extraction
     if isinstance(probs, torch.Tensor) and probs.dim() == 1:
         raise ValueError(
             f"probs must be probability vectors of shape (N, C); got a 1-D tensor of shape {tuple(probs.shape)}, "
@@ -324,6 +327,7 @@ def solve_logreg_equations(x: torch.Tensor, probs: torch.Tensor, *, min_prob: fl
         b = torch.cat([torch.zeros(1, dtype=torch.float64), b])
     dev = x.device
     return ExtractedLogReg(weight=w.contiguous().to(dev), bias=b.contiguous().to(dev), n_classes=c, queries=n)
+    ### END SOLUTION
 
 
 def logreg_queries(
@@ -409,6 +413,7 @@ def solve_logreg(
 
     Tramer et al. (2016), Section 4.1; rounding: Section 7 ("rounding confidences").
     """
+    ### BEGIN SOLUTION lab1_extraction
     if not isinstance(oracle, Oracle):
         raise ValueError(f"oracle must be a labkit.oracle.Oracle, got {type(oracle).__name__}")
     if oracle.policy.output == "label":
@@ -438,6 +443,7 @@ def solve_logreg(
     result = solve_logreg_equations(x.reshape(n_queries, d), probs, min_prob=min_prob)
     result.queries = oracle.queries - before
     return result
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,6 +504,7 @@ def train_surrogate(
     Correia-Silva et al. (2018), Copycat CNN (hard labels of non-problem-domain images);
     Orekondy et al. (2019), Knockoff Nets (soft answers, random selection strategy).
     """
+    ### BEGIN SOLUTION lab1_extraction
     if not isinstance(oracle, Oracle):
         raise ValueError(f"oracle must be a labkit.oracle.Oracle, got {type(oracle).__name__}")
     if not isinstance(surrogate, nn.Module):
@@ -521,6 +528,7 @@ def train_surrogate(
     dev = device_of(surrogate)
     fit(surrogate, x_q.to(dev), targets.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, desc="surrogate")  # the lab's recipe
     return SurrogateResult(model=surrogate.eval(), queries=queries, x_queried=x_q, answers=answers)
+    ### END SOLUTION
 
 
 def _policy_name(policy: OutputPolicy) -> str:
@@ -571,6 +579,7 @@ def budget_sweep(
 
     Orekondy et al. (2019), Section 6 (accuracy against budget); Jagielski et al. (2020) (fidelity).
     """
+    ### BEGIN SOLUTION lab1_extraction
     if not isinstance(victim, nn.Module):
         raise ValueError(f"victim must be a torch nn.Module, got {type(victim).__name__}")
     if not callable(make_surrogate):
@@ -608,3 +617,4 @@ def budget_sweep(
             "fidelity": fidelity(pred, victim_labels),
         })
     return rows
+    ### END SOLUTION

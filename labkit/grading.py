@@ -16,7 +16,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 
-__all__ = ["ForbiddenCall", "CopiedReference", "forbid", "find_copies"]
+__all__ = ["ForbiddenCall", "CopiedReference", "forbid", "find_copies", "reference_or"]
 
 
 class ForbiddenCall(RuntimeError):
@@ -180,3 +180,19 @@ def forbid(*refs: Callable) -> Iterator[None]:
     finally:
         for fn, code in saved:
             fn.__code__ = code
+
+
+def reference_or(reference: Callable, yours: Callable) -> Callable:
+    """``reference`` in the course's full labkit, ``yours`` in the student edition.
+
+    A visible test that needs a *second* graded function (a key to test Verify with) takes it
+    from here: under the grader, which always runs the full labkit, it is the reference, so that the
+    test grades one function alone; in the student edition, where the reference is left to the
+    student, it is the student's own.
+
+    Example:
+        >>> make_key = reference_or(wm.keygen, keygen)
+    """
+    import labkit
+
+    return reference if getattr(labkit, "EDITION", "full") == "full" else yours

@@ -157,6 +157,7 @@ def mi_face(
     Reference: Fredrikson, Jha and Ristenpart (2015), "Model inversion attacks that exploit
     confidence information and basic countermeasures", Algorithm 1 (MI-FACE).
     """
+    ### BEGIN SOLUTION lab3_privacy_risks
     f = _as_probability_fn(f_target)
     if isinstance(alpha, bool) or not isinstance(alpha, int) or alpha < 1:
         raise ValueError(f"alpha (the step cap) must be an int >= 1, got {alpha!r}")
@@ -213,6 +214,7 @@ def mi_face(
             stop = "gamma"
             break
     return InversionResult(x=best_x[0], cost=costs[best_step], label=int(label), costs=costs, best_step=best_step, stop=stop)
+    ### END SOLUTION
 
 
 def invert_classes(f_target: nn.Module | ProbabilityFn, labels: Sequence[int] | None = None, **kwargs) -> list[InversionResult]:

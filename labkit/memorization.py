@@ -447,8 +447,10 @@ def exposure(log_perplexities, secret_index: int) -> float:
 
     Reference: Carlini et al. (2019), the definition of exposure.
     """
+    ### BEGIN SOLUTION lab3_privacy_risks
     s = _as_scores(log_perplexities)
     return math.log2(len(s)) - math.log2(canary_rank(s, secret_index))
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------

@@ -143,11 +143,13 @@ def tpr_at_fpr(scores, is_member, *, fpr: float = 0.01) -> float:
     rests on ``fpr * (number of non-members)`` false positives: with 1,000 non-members, 0.1% FPR
     allows exactly one.
     """
+    ### BEGIN SOLUTION lab4b_lira
     if not 0 <= fpr <= 1:
         raise ValueError(f"fpr must lie in [0, 1], got {fpr}")
     curve = roc(scores, is_member)
     ok = curve.fpr <= fpr + 1e-12
     return float(curve.tpr[ok].max())
+    ### END SOLUTION
 
 
 def normalized_entropy(probs) -> torch.Tensor:
@@ -159,6 +161,7 @@ def normalized_entropy(probs) -> torch.Tensor:
     Returns:
         float tensor ``(N,)``: 0 for a one-hot prediction, 1 for the uniform one.
     """
+    ### BEGIN SOLUTION lab3_privacy_risks
     p = as_probabilities(probs, name="probs", min_classes=2, normalized=False)
     total = p.sum(dim=1, keepdim=True)
     if (total <= 0).any():
@@ -166,6 +169,7 @@ def normalized_entropy(probs) -> torch.Tensor:
     p = p / total  # rows that do not quite sum to 1 (rounded answers) are renormalised
     plogp = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
     return -plogp.sum(dim=1) / math.log(p.shape[1])
+    ### END SOLUTION
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ def generalization_gap(probs_members, y_members, probs_nonmembers, y_nonmembers)
         :class:`GapReport`. Large gaps mean overfitting, and they are what a membership
         inference attack thresholds on (Yeom et al. 2018; Shokri et al. 2017).
     """
+    ### BEGIN SOLUTION lab3_privacy_risks
     out = {}
     for tag, p, y in (("members", probs_members, y_members), ("nonmembers", probs_nonmembers, y_nonmembers)):
         p = as_probabilities(p, name=f"probs_{tag}").double()
@@ -218,6 +223,7 @@ def generalization_gap(probs_members, y_members, probs_nonmembers, y_nonmembers)
         )
     (acc_m, conf_m, ent_m), (acc_n, conf_n, ent_n) = out["members"], out["nonmembers"]
     return GapReport(acc_m, acc_n, acc_m - acc_n, conf_m, conf_n, conf_m - conf_n, ent_m, ent_n, ent_n - ent_m)
+    ### END SOLUTION
 
 
 @dataclass(frozen=True)
@@ -228,8 +234,8 @@ class AttackReport:
         precision, recall, accuracy: of the decision "member" = score above ``threshold``
             (accuracy 0.5 is the baseline of guessing).
         auc: area under the ROC curve of the scores.
-        tpr_at_1pct: true positive rate at 1% false positive rate.
-        tpr_at_01pct: true positive rate at 0.1% false positive rate.
+        tpr_at_1pct: true positive rate at 1% false positive rate (NaN when not computed).
+        tpr_at_01pct: true positive rate at 0.1% false positive rate (NaN when not computed).
         threshold: the decision threshold used.
     """
 
@@ -237,8 +243,8 @@ class AttackReport:
     recall: float
     accuracy: float
     auc: float
-    tpr_at_1pct: float
-    tpr_at_01pct: float
+    tpr_at_1pct: float = math.nan
+    tpr_at_01pct: float = math.nan
     threshold: float = 0.5
 
 
@@ -253,6 +259,7 @@ def evaluate_attack(scores: torch.Tensor, is_member: torch.Tensor, *, threshold:
     Returns:
         :class:`AttackReport`.
     """
+    ### BEGIN SOLUTION lab4a_membership
     s = torch.as_tensor(_as_scores(scores, "scores"))
     m = as_binary(is_member, name="is_member", n=s.shape[0])
     pr = precision_recall(s > threshold, m)
@@ -265,6 +272,7 @@ def evaluate_attack(scores: torch.Tensor, is_member: torch.Tensor, *, threshold:
         tpr_at_01pct=tpr_at_fpr(s, m, fpr=0.001),
         threshold=float(threshold),
     )
+    ### END SOLUTION
 
 
 @dataclass

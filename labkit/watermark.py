@@ -151,8 +151,10 @@ def commit(x: torch.Tensor | int, *, r: bytes | None = None) -> Commitment:
     Reference: Adi et al. (2018), Section 2.3 (commitment schemes); the hash-based instantiation
     is the standard one in the random-oracle model.
     """
+    ### BEGIN SOLUTION lab2_watermarking
     r = secrets.token_bytes(NONCE_BYTES) if r is None else _check_nonce(r)
     return Commitment(hashlib.sha256(r + encode(x)).digest(), r)
+    ### END SOLUTION
 
 
 def open_commitment(c: bytes, x: torch.Tensor | int, r: bytes) -> bool:
@@ -166,9 +168,11 @@ def open_commitment(c: bytes, x: torch.Tensor | int, r: bytes) -> bool:
     Returns:
         bool. (Compared in constant time.)
     """
+    ### BEGIN SOLUTION lab2_watermarking
     if not isinstance(c, (bytes, bytearray)) or len(c) != 32:
         raise ValueError(f"c must be a 32-byte SHA-256 commitment, got {type(c).__name__} of length {len(c) if isinstance(c, (bytes, bytearray)) else '?'}")
     return hmac.compare_digest(bytes(c), commit(x, r=_check_nonce(r)).c)
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,12 +411,14 @@ def keygen(
 
     Reference: Adi et al. (2018), Section 4 (KeyGen).
     """
+    ### BEGIN SOLUTION lab2_watermarking
     b = sample_backdoor(n, ground_truth, input_shape=input_shape, n_classes=n_classes, seed=seed)
     com_t = [commit(b.T[i]) for i in range(n)]
     com_L = [commit(int(b.T_L[i])) for i in range(n)]
     mk = MarkingKey(b, tuple(x.r for x in com_t), tuple(x.r for x in com_L))
     vk = VerificationKey(tuple(x.c for x in com_t), tuple(x.c for x in com_L))
     return KeyPair(mk, vk)
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,6 +457,7 @@ def mixed_batches(
 
     Reference: Adi et al. (2018), Section 5 (the trigger set is added to each training batch).
     """
+    ### BEGIN SOLUTION lab2_watermarking
     x = as_features(x, name="x", shape=tuple(b.T.shape[1:]))
     y = as_labels(y, name="y", n=x.shape[0])
     if batch_size < 1 or k < 0:
@@ -471,6 +478,7 @@ def mixed_batches(
         tj = trig[j].to(x.device)
         batches.append((torch.cat([x[idx], T[tj]]), torch.cat([y[idx], T_L[tj]])))
     return batches
+    ### END SOLUTION
 
 
 def reinitialize_(module: nn.Module, *, seed: int | torch.Generator | None = 0) -> nn.Module:
@@ -604,6 +612,7 @@ def verify(
 
     Reference: Adi et al. (2018), Section 4 (Verify).
     """
+    ### BEGIN SOLUTION lab2_watermarking
     if not isinstance(mk, MarkingKey) or not isinstance(vk, VerificationKey):
         raise ValueError(f"mk and vk must be a MarkingKey and a VerificationKey, got {type(mk).__name__} and {type(vk).__name__}")
     if not 0.0 <= float(epsilon) <= 1.0:
@@ -624,6 +633,7 @@ def verify(
     # step 3: M agrees with T_L on all but epsilon * |T| triggers
     mistakes = int((predict(M, T).cpu() != T_L).sum())
     return int(mistakes <= math.floor(float(epsilon) * n + 1e-9))
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------

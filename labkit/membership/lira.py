@@ -61,10 +61,12 @@ def loss_score(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         float64 ``(N,)``. Thresholding it is Yeom et al. (2018)'s attack: "member if the loss is
         below the average training loss".
     """
+    ### BEGIN SOLUTION lab4b_lira
     p = _check_probs(probs)
     y = as_labels(y, name="y", n_classes=p.shape[1], n=p.shape[0]).to(p.device)
     p_y = p.double().gather(1, y[:, None]).squeeze(1)  # (N,)
     return torch.log(p_y.clamp_min(1e-300))
+    ### END SOLUTION
 
 
 def confidence_score(probs: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,9 @@ def confidence_score(probs: torch.Tensor) -> torch.Tensor:
     Returns:
         float64 ``(N,)``. Salem et al. (2019, adversary 3) threshold it; it needs no label.
     """
+    ### BEGIN SOLUTION lab4b_lira
     return _check_probs(probs).double().max(dim=1).values
+    ### END SOLUTION
 
 
 def entropy_score(probs: torch.Tensor) -> torch.Tensor:
@@ -90,7 +94,9 @@ def entropy_score(probs: torch.Tensor) -> torch.Tensor:
         output). Members get more certain predictions (Salem et al. 2019, the entropy-based
         threshold attack; the lecture's "prediction uncertainty").
     """
+    ### BEGIN SOLUTION lab4b_lira
     return -normalized_entropy(_check_probs(probs).double())
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,12 +117,14 @@ def logit_scale(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         float64 ``(N,)``. Carlini et al. (2022, LiRA's logit scaling) use ``phi`` because it makes the
         per-example confidence distribution close to Gaussian.
     """
+    ### BEGIN SOLUTION lab4b_lira
     p = _check_probs(probs).double()
     y = as_labels(y, name="y", n_classes=p.shape[1], n=p.shape[0]).to(p.device)
     p_y = p.gather(1, y[:, None]).squeeze(1)  # (N,)
     p_rest = p.scatter(1, y[:, None], 0.0).sum(dim=1)  # (N,), sum of the other classes
     tiny = 1e-300
     return torch.log(p_y.clamp_min(tiny)) - torch.log(p_rest.clamp_min(tiny))
+    ### END SOLUTION
 
 
 def logit_scale_from_logits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -251,6 +259,7 @@ class LiraGaussians:
 
 
 def _masked_mean_std(phi: torch.Tensor, mask: torch.Tensor, global_variance: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ### BEGIN SOLUTION lab4b_lira fit_lira_gaussians
     w = mask.double()  # (k, n)
     count = w.sum(dim=0)  # (n,)
     mu = (phi * w).sum(dim=0) / count.clamp_min(1)  # (n,)
@@ -266,6 +275,7 @@ def _masked_mean_std(phi: torch.Tensor, mask: torch.Tensor, global_variance: boo
         sigma = torch.where(usable, torch.sqrt(sq / (count - 1).clamp_min(1)), pooled)
     mu = torch.where(count > 0, mu, torch.full_like(mu, float("nan")))
     return mu, sigma, count.long()
+    ### END SOLUTION
 
 
 def fit_lira_gaussians(
@@ -286,6 +296,7 @@ def fit_lira_gaussians(
         :class:`LiraGaussians`; a side with no shadow for an example has ``mu`` NaN there, and
         with a single shadow it borrows the pooled standard deviation.
     """
+    ### BEGIN SOLUTION lab4b_lira
     phi = phi_shadow if isinstance(phi_shadow, torch.Tensor) else torch.as_tensor(phi_shadow)
     if phi.dim() != 2 or not phi.is_floating_point():
         raise ValueError(f"phi_shadow must be a float tensor (k, n), got {phi.dtype} of shape {tuple(phi.shape)}")
@@ -298,6 +309,7 @@ def fit_lira_gaussians(
     mu_in, s_in, n_in = _masked_mean_std(phi, in_mask, global_variance)
     mu_out, s_out, n_out = _masked_mean_std(phi, ~in_mask, global_variance)
     return LiraGaussians(mu_in, s_in.clamp_min(min_sigma), mu_out, s_out.clamp_min(min_sigma), n_in, n_out)
+    ### END SOLUTION
 
 
 def _target_phi(phi_target, n: int) -> torch.Tensor:
@@ -318,10 +330,12 @@ def lira_online(phi_target: torch.Tensor, gaussians: LiraGaussians) -> torch.Ten
         float64 ``(n,)``, the log likelihood ratio; larger: more likely a member
         (Carlini et al. 2022, Algorithm 1).
     """
+    ### BEGIN SOLUTION lab4b_lira
     phi = _target_phi(phi_target, gaussians.mu_in.shape[0])
     if (gaussians.n_in == 0).any() or (gaussians.n_out == 0).any():
         raise ValueError("online LiRA needs at least one 'in' and one 'out' shadow model per example")
     return gaussian_log_pdf(phi, gaussians.mu_in, gaussians.sigma_in) - gaussian_log_pdf(phi, gaussians.mu_out, gaussians.sigma_out)
+    ### END SOLUTION
 
 
 def lira_offline(phi_target: torch.Tensor, gaussians: LiraGaussians) -> torch.Tensor:
@@ -338,8 +352,10 @@ def lira_offline(phi_target: torch.Tensor, gaussians: LiraGaussians) -> torch.Te
     Returns:
         float64 ``(n,)``, >= 0; larger: more likely a member.
     """
+    ### BEGIN SOLUTION lab4b_lira
     phi = _target_phi(phi_target, gaussians.mu_out.shape[0])
     if (gaussians.n_out == 0).any():
         raise ValueError("offline LiRA needs at least one 'out' shadow model per example")
     z = (phi - gaussians.mu_out) / gaussians.sigma_out
     return -torch.special.log_ndtr(-z)
+    ### END SOLUTION

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..data import Data
 from ..models import MLP, LogisticRegression
-from ..oracle import Oracle
+from ..oracle import Oracle, OutputPolicy
 from ..targets import TargetSetting, purchase_target_setting, train_models_like_target
 from ..train import train_loop
 from ..utils import as_labels, check_int, make_generator, outputs_of, spawn_seed
@@ -58,6 +58,7 @@ __all__ = [
     "train_attack_models",
     "ShokriAttack",
     "shokri_attack",
+    "attack_through",
 ]
 
 _FEATURES = ("raw", "sorted", "sorted_label")
@@ -204,6 +205,7 @@ def build_attack_set(
 
     Shokri et al. (2017), Section IV-C "Training the attack model".
     """
+    ### BEGIN SOLUTION lab4a_membership
     if not (len(f_shadow) == len(D_train) == len(D_test)) or len(f_shadow) == 0:
         raise ValueError(f"f_shadow, D_train and D_test must have the same non-zero length, got {len(f_shadow)}, {len(D_train)}, {len(D_test)}")
     y_hat, ys, member = [], [], []
@@ -215,6 +217,7 @@ def build_attack_set(
             ys.append(data.y.cpu())
             member.append(torch.full((len(data),), is_in))
     return AttackSet(torch.cat(y_hat), torch.cat(ys), torch.cat(member))
+    ### END SOLUTION
 
 
 # ============================================================================ per-class attack models
@@ -320,6 +323,7 @@ def train_attack_models(
     Shokri et al. (2017), Section IV-C: "we train a collection of c_target attack models, one
     per each output class of the target model".
     """
+    ### BEGIN SOLUTION lab4a_membership
     if len(attack_set) == 0:
         raise ValueError("attack_set is empty")
     check_int("epochs", epochs, minimum=1)
@@ -380,6 +384,7 @@ def train_attack_models(
                 m.linear.bias.copy_(params[1][c] + shift @ params[0][c])
             models.append(m.eval())
     return PerClassAttack(models=models, features=features)
+    ### END SOLUTION
 
 
 def _pad_by_class(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -461,3 +466,39 @@ def shokri_attack(
     attack_set = build_attack_set(apis, shadows.train, shadows.test)
     attack = train_attack_models(attack_set, features=features, hidden=hidden, seed=spawn_seed(gen))
     return ShokriAttack(attack=attack, shadows=shadows, attack_set=attack_set)
+
+
+def attack_through(
+    policy: OutputPolicy,
+    target: nn.Module,
+    shadows: ShadowModels,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    build: Callable[..., AttackSet] = build_attack_set,
+    train: Callable[..., PerClassAttack] = train_attack_models,
+    seed: int | torch.Generator | None = 0,
+) -> torch.Tensor:
+    """Membership scores of the records ``(x, y)`` against ``target`` behind an API with ``policy``.
+
+    The attacker knows the policy and adapts: its shadows answer through the same policy, so the
+    attack models learn from what the API shows (Shokri et al. 2017, Section VI).
+
+    Args:
+        policy: the API's :class:`~labkit.oracle.OutputPolicy`.
+        target: the target model; shadows: trained shadow models and their data.
+        x, y: the records to score (inputs and true labels).
+        build: builds the attack set from the shadows' APIs (:func:`build_attack_set`).
+        train: trains the per-class attack models, called as ``train(attack_set, seed=seed)``
+            (:func:`train_attack_models`).
+        seed: seed or generator of the attack models.
+
+    Returns:
+        float32 ``(N,)`` in ``[0, 1]``.
+    """
+    ### BEGIN SOLUTION lab4a_membership
+    target_api = Oracle(target, policy)
+    apis = [Oracle(m, policy) for m in shadows.models]
+    attack = train(build(apis, shadows.train, shadows.test), seed=seed)
+    return attack.score_records(target_api, x, y)
+    ### END SOLUTION

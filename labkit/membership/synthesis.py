@@ -126,6 +126,7 @@ def synthesize(
     Shokri et al. (2017), "Membership Inference Attacks Against Machine Learning Models",
     Section V-C, Algorithm 1.
     """
+    ### BEGIN SOLUTION lab4a_membership
     d = _check_synthesis_args(oracle, k_max=k_max, k_min=k_min, conf_min=conf_min, rej_max=rej_max, iter_max=iter_max, p_one=p_one)
     _check_class(c, oracle.n_classes)
     gen = make_generator(seed)
@@ -149,6 +150,7 @@ def synthesize(
                 j = 0  # line 21
         x = rand_record(d, x_star=x_star, k=k, p_one=p_one, seed=gen)  # line 24
     return None  # line 26
+    ### END SOLUTION
 
 
 @dataclass
@@ -232,6 +234,7 @@ def synthesize_batch(
 
     Shokri et al. (2017), Algorithm 1, vectorized over chains.
     """
+    ### BEGIN SOLUTION lab4a_membership synthesize
     d = _check_synthesis_args(oracle, k_max=k_max, k_min=k_min, conf_min=conf_min, rej_max=rej_max, iter_max=iter_max, p_one=p_one)
     classes = torch.as_tensor(classes)
     if classes.dim() != 1 or classes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -289,6 +292,7 @@ def synthesize_batch(
         values = (torch.rand(m, d, generator=gen) < p_one).float()
         x = torch.where(chosen, values, x_star)
     return SynthesisResult(x=out, classes=classes, success=success, queries=queries, oracle_calls=calls)
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------- statistics, noise
