@@ -1,23 +1,33 @@
 """Autograde every submission in grading/submitted/ and write grades and feedback (`make grade`).
 
-    .venv/bin/mlsec-grade [--course DIR] [--lab L ...] [--student S ...]
-                          [--cell-timeout S] [--submission-timeout S] [--no-feedback]
+    .venv/bin/mlsec-grade [--course DIR] [--lab L ...] [--student S ...] [--force]
+                          [--workers N | --scheduler tcp://host:8786] [--dashboard ADDRESS]
+                          [--cell-timeout S] [--submission-timeout S] [--no-feedback] [--no-progress]
 
 (``mlsec-grade`` is the console script of :func:`main`; ``python -m coursetools.grade`` is the same.)
 
 Students and labs are discovered from grading/submitted/<student>/<lab>/<lab>.ipynb. For each lab
 the gradebook is synchronised with solutions/<lab> (`nbgrader generate_assignment`, releasing into a
-temporary folder so that labs/ is left alone); then each (student, lab) is graded by its own
-`nbgrader autograde` call under a wall-clock limit, its kernel in a bubblewrap sandbox
-(coursetools/sandbox.py; the grader refuses to run without `bwrap` unless --no-sandbox is given), so a submission that raises, loops, kills its
-kernel or is not a notebook gets what it earned (or 0 and a status) and the batch carries on.
-Feedback HTML without hidden tests goes to grading/feedback/<student>/<lab>/ (see
-coursetools/nbgrader_feedback.py); grading/grades.csv gets one row per (student, lab); nbgrader's
-log of each call goes to grading/logs/. Written answers wait for an instructor (formgrader:
-`make lab`) and are reported as pending points. Files in grading/submitted/ are only read.
+temporary folder so that labs/ is left alone). Then every submission to grade is one task on Dask
+distributed (coursetools/parallel.py): a `LocalCluster` of --workers one-thread worker processes
+(default: the number of cores), or the existing cluster at --scheduler. A task runs the real
+`nbgrader autograde` (and `generate_feedback`) in a throwaway course with its own gradebook on the
+worker, under a wall-clock limit, its kernel in a bubblewrap sandbox (coursetools/sandbox.py; the
+grader refuses to run without `bwrap` unless --no-sandbox is given), so a submission that raises,
+loops, kills its kernel or is not a notebook gets what it earned (or 0 and a status) and the batch
+carries on. This process alone writes what comes back: the course gradebook (grading/gradebook.db,
+or PostgreSQL through MLSEC_GRADEBOOK_URL), grading/autograded/, feedback HTML without hidden tests
+in grading/feedback/<student>/<lab>/ (coursetools/nbgrader_feedback.py), nbgrader's log of each
+submission in grading/logs/, and grading/grades.csv, one row per (student, lab), the same rows
+whatever the number of workers. Written answers wait for an instructor (formgrader: `make lab`) and
+are reported as pending points. Files in grading/submitted/ are only read.
+
+A run again grades only what is missing or changed: grading/manifest.jsonl records each written
+result with the submission's content hash and the version of the lab and grading code it was
+graded at. --force, --student and --lab grade (again) all that they select.
 
 Exit status: 0 when the batch ran (failed submissions are reported in the table), 2 when there is
-nothing to grade or the arguments are wrong, 1 when a lab could not be prepared.
+nothing to grade, the arguments are wrong or a worker refuses, 1 when a lab could not be prepared.
 """
 from __future__ import annotations
 
@@ -26,13 +36,11 @@ import dataclasses
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from . import nbgrading, sandbox
+from . import nbgrading, parallel, sandbox
 
 CSV_HEADER = ("student", "lab", "score", "max_score", "auto_score", "max_auto_score",
               "manual_score", "manual_pending", "status")
@@ -68,18 +76,8 @@ def discover(submitted: Path) -> dict[str, list[str]]:
     return found
 
 
-def _reason(log: str) -> str:
-    """The most telling error line of an nbgrader log (the exception, else the last ERROR)."""
-    lines = [ln.strip() for ln in log.splitlines()]
-    for ln in reversed(lines):
-        if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", ln) and "nbgrader" not in ln.split(":")[0].lower():
-            return ln[:160]
-    errors = [ln for ln in lines if "| ERROR]" in ln and "Please see" not in ln]
-    return errors[-1].split("]", 1)[-1].strip()[:160] if errors else "see the log"
-
-
 def prepare_lab(course: Path, lab: str, logs: Path) -> str | None:
-    """Load solutions/<lab> into the gradebook; returns an error message or None."""
+    """Load solutions/<lab> into the course gradebook; returns an error message or None."""
     if not (course / "solutions" / lab / f"{lab}.ipynb").is_file():
         return f"unknown lab: no solutions/{lab}/{lab}.ipynb"
     with tempfile.TemporaryDirectory(prefix="release_") as tmp:
@@ -88,54 +86,8 @@ def prepare_lab(course: Path, lab: str, logs: Path) -> str | None:
                                       timeout=600, check=False)
     (logs / f"_generate_{lab}.log").write_text(proc.stdout or "")
     if proc.returncode != 0:
-        return f"nbgrader generate_assignment failed: {_reason(proc.stdout)}"
+        return f"nbgrader generate_assignment failed: {nbgrading.log_reason(proc.stdout or '')}"
     return None
-
-
-def grade_one(course: Path, student: str, lab: str, logs: Path, *, cell_timeout: int | None,
-              submission_timeout: float, feedback: bool) -> Row:
-    start = time.perf_counter()
-    log_path = logs / f"{student}__{lab}.log"
-    if not _STUDENT_ID.match(student):
-        return Row(student, lab, f"skipped: student folder name {student!r} is not a valid id")
-    try:
-        proc = nbgrading.autograde(course, lab, student=student, cell_timeout=cell_timeout,
-                                   timeout=submission_timeout)
-        log, status = proc.stdout or "", "ok" if proc.returncode == 0 else f"failed: {_reason(proc.stdout)}"
-    except subprocess.TimeoutExpired as err:
-        log = err.output or ""
-        status = f"timed out after {submission_timeout:g} s (killed)"
-    log_path.write_text(log)
-    try:
-        score = nbgrading.read_scores(course, lab, student)
-    except KeyError:
-        score = None
-    if status == "ok" and score is not None and any(
-            g.auto_score is None for g in score.grades if g.cell_type == "code"):
-        status = "failed: some tests were not run"
-    if status != "ok" and score is not None:
-        # nbgrader flags every cell of a notebook it could not execute for manual grading; the
-        # tests that never ran earned nothing, and only the written answers still wait.
-        score = dataclasses.replace(score, manual_pending=sum(
-            g.max_score for g in score.grades if g.cell_type != "code" and g.needs_manual_grade))
-    if status == "ok" and feedback:
-        fb = nbgrading.generate_feedback(course, lab, student=student, check=False)
-        with open(log_path, "a") as fh:
-            fh.write("\n---- generate_feedback ----\n" + (fb.stdout or ""))
-        if fb.returncode != 0:
-            status = f"ok (feedback failed: {_reason(fb.stdout)})"
-    return Row(student, lab, status, score, time.perf_counter() - start)
-
-
-def earlier(course: Path, student: str, lab: str) -> Row:
-    """The gradebook's scores from an earlier run, for a submission this run does not grade."""
-    try:
-        score = nbgrading.read_scores(course, lab, student)
-    except KeyError:
-        return Row(student, lab, "not graded yet")
-    if any(g.auto_score is None for g in score.grades if g.cell_type == "code"):
-        return Row(student, lab, "not graded yet", score)
-    return Row(student, lab, "ok (earlier run)", score)
 
 
 def cell_text(row: Row | None) -> str:
@@ -149,20 +101,88 @@ def cell_text(row: Row | None) -> str:
     return text + (f" +{s.manual_pending:g}?" if s.manual_pending else "")
 
 
+def _display_url(url: str) -> str:
+    """The gradebook URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def _open_gradebook(course: Path):
+    """The course gradebook, opened; :class:`RuntimeError` saying which URL when it cannot be."""
+    url = nbgrading.gradebook_url(course)
+    try:
+        return nbgrading._gradebook(course)
+    except Exception as err:
+        raise RuntimeError(f"cannot open the gradebook {_display_url(url)} (nbgrader_config.py; set "
+                           f"MLSEC_GRADEBOOK_URL=postgresql://user@host:5432/db for PostgreSQL, unset for "
+                           f"grading/gradebook.db): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+
+
+def _score(gb, lab: str, student: str) -> nbgrading.LabScore | None:
+    try:
+        return nbgrading.read_scores(None, lab, student, gradebook=gb)
+    except KeyError:
+        return None
+    finally:
+        gb.db.rollback()  # end the read transaction: SQLite writers (formgrader) are not blocked
+
+
+def earlier(gb, student: str, lab: str) -> Row:
+    """The gradebook's scores from an earlier run, for a submission this run does not grade."""
+    score = _score(gb, lab, student)
+    if score is None:
+        return Row(student, lab, "not graded yet")
+    if any(g.auto_score is None for g in score.grades if g.cell_type == "code"):
+        return Row(student, lab, "not graded yet", score)
+    return Row(student, lab, "ok (earlier run)", score)
+
+
+def graded_row(gb, student: str, lab: str, status: str, seconds: float = 0.0) -> Row:
+    """The row of a graded submission: its status, and the scores in the course gradebook."""
+    score = _score(gb, lab, student)
+    if not status.startswith("ok") and score is not None:
+        # nbgrader flags every cell of a notebook it could not execute for manual grading; the
+        # tests that never ran earned nothing, and only the written answers still wait.
+        score = dataclasses.replace(score, manual_pending=sum(
+            g.max_score for g in score.grades if g.cell_type != "code" and g.needs_manual_grade))
+    return Row(student, lab, status, score, seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--course", default=str(nbgrading.ROOT), help="course root (default: this repository)")
-    ap.add_argument("--lab", action="append", help="grade only this lab (repeatable)")
-    ap.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    ap.add_argument("--lab", action="append", help="grade only this lab, changed or not (repeatable)")
+    ap.add_argument("--student", action="append", help="grade only this student, changed or not (repeatable)")
+    ap.add_argument("--force", action="store_true",
+                    help="grade every submission again, even those unchanged since the last run")
+    ap.add_argument("--workers", type=int, default=None,
+                    help=f"worker processes of the local Dask cluster (default: the number of cores, "
+                         f"{parallel.default_workers()} here)")
+    ap.add_argument("--scheduler", default=None,
+                    help="address of an existing Dask scheduler (tcp://host:8786) to send the tasks to, "
+                         "instead of a local cluster")
+    ap.add_argument("--dashboard", default=":8787",
+                    help="address of the local cluster's dashboard (default :8787; :0 picks a free port)")
     ap.add_argument("--cell-timeout", type=int, default=None,
                     help="per-cell limit in seconds (default: Execute.timeout of nbgrader_config.py)")
     ap.add_argument("--submission-timeout", type=float, default=1200,
                     help="wall-clock limit of one submission's autograde, in seconds (default 1200)")
     ap.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--no-sandbox", action="store_true",
                     help="run student code WITHOUT the bubblewrap sandbox (it can then read and write everything "
                          "the grader can: the gradebook, hidden tests, other submissions); prints a warning")
     args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers: expected a number of worker processes >= 1, got {args.workers}")
+    if args.workers is not None and args.scheduler:
+        ap.error("--workers sizes a local cluster; with --scheduler the cluster's own workers grade")
+    if args.scheduler and "://" not in args.scheduler:
+        ap.error(f"--scheduler: expected an address like tcp://host:8786, got {args.scheduler!r}")
     if args.no_sandbox:
         os.environ["MLSEC_SANDBOX"] = "off"  # read by coursetools.sandbox in the nbgrader processes
     if sandbox.sandbox_enabled():
@@ -174,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("WARNING: grading WITHOUT a sandbox (--no-sandbox / MLSEC_SANDBOX=off): student code runs with your "
               "rights and can read the hidden tests and change the gradebook.", file=sys.stderr, flush=True)
-    # `timeout` and `kill` send SIGTERM: exit through Python so that nbgrader's kernels die too.
+    # `timeout` and `kill` send SIGTERM: exit through Python so that the cluster and nbgrader's
+    # kernels go down too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     course = Path(args.course).resolve()
@@ -188,48 +209,101 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing to grade{what}: no notebooks in {submitted}/<student>/<lab>/ "
               f"(expected e.g. {submitted}/alice/lab1_extraction/lab1_extraction.ipynb)", file=sys.stderr)
         return 2
+    try:
+        _open_gradebook(course).close()
+    except RuntimeError as err:
+        print(f"refusing to grade: {err}", file=sys.stderr)
+        return 2
     # The table and grades.csv always cover every submission; the ones not selected keep the
     # scores of an earlier run, read from the gradebook.
     labs = sorted({lab for ls in found.values() for lab in ls})
     students = sorted(found)
     logs = submitted.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"grading {sum(map(len, selected.values()))} submission(s) of {len(selected)} student(s), "
-          f"lab(s) {', '.join(sorted({lab for ls in selected.values() for lab in ls}))}", flush=True)
 
-    rows: dict[tuple[str, str], Row] = {}
     maxima: dict[str, tuple[float, float]] = {}
-    broken_labs = []
+    errors: dict[str, str] = {}
     for lab in labs:
         error = prepare_lab(course, lab, logs)
         if error is None:
             maxima[lab] = nbgrading.read_max_scores(course, lab)
         else:
             print(f"  {lab}: {error}", flush=True)
-            broken_labs.append(lab)
+            errors[lab] = error
             maxima[lab] = (0.0, 0.0)
-        for student in students:
-            if lab not in found[student]:
-                rows[student, lab] = Row(student, lab, "not submitted")
-            elif error is not None:
-                rows[student, lab] = Row(student, lab, f"not graded: {error}")
-            elif lab not in selected.get(student, []):
-                rows[student, lab] = earlier(course, student, lab)
-            else:
-                row = grade_one(course, student, lab, logs, cell_timeout=args.cell_timeout,
-                                submission_timeout=args.submission_timeout,
-                                feedback=not args.no_feedback)
-                rows[student, lab] = row
-                print(f"  {student:<16} {lab:<24} {cell_text(row):<22} {row.seconds:6.1f} s  {row.status}",
-                      flush=True)
 
-    table = []
-    for student in students:
-        total = sum(rows[student, lab].score.score for lab in labs if rows[student, lab].score is not None)
-        pending = sum(rows[student, lab].score.manual_pending for lab in labs
-                      if rows[student, lab].score is not None)
-        table.append((student, *(cell_text(rows[student, lab]) for lab in labs),
-                      f"{total:g}/{sum(m[0] for m in maxima.values()):g}", f"{pending:g}"))
+    code = parallel.code_version()
+    versions = {lab: parallel.lab_version(course, lab, code) for lab in labs if lab not in errors}
+    options = {"cell_timeout": args.cell_timeout, "sandboxed": sandbox.sandbox_enabled(),
+               "feedback": not args.no_feedback}
+    manifest = parallel.Manifest(submitted.parent / "manifest.jsonl")
+    forced = args.force or bool(args.student or args.lab)
+    workers = None if args.scheduler else (args.workers or parallel.default_workers())
+    threads = max(1, parallel.default_workers() // workers) if workers else None
+    rows: dict[tuple[str, str], Row] = {}
+    tasks: list[parallel.Task] = []
+    unchanged = 0
+    gb = _open_gradebook(course)
+    try:
+        for lab in labs:
+            for student in students:
+                if lab not in found[student]:
+                    rows[student, lab] = Row(student, lab, "not submitted")
+                elif lab in errors:
+                    rows[student, lab] = Row(student, lab, f"not graded: {errors[lab]}")
+                elif lab not in selected.get(student, []):
+                    rows[student, lab] = earlier(gb, student, lab)
+                elif not _STUDENT_ID.match(student):
+                    rows[student, lab] = Row(student, lab, f"skipped: student folder name {student!r} is not a valid id")
+                else:
+                    folder = submitted / student / lab
+                    files = parallel.read_tree(folder)
+                    digest = parallel._digest(files)
+                    done = None if forced else manifest.current(student, lab, digest=digest,
+                                                                version=versions[lab], options=options)
+                    if done and (not done["status"].startswith("ok") or _score(gb, lab, student) is not None):
+                        # graded as it is now, at this version: the recorded status, today's scores
+                        rows[student, lab] = graded_row(gb, student, lab, done["status"])
+                        unchanged += 1
+                        continue
+                    manual = parallel.manual_grades(gb, lab, student)
+                    gb.db.rollback()
+                    tasks.append(parallel.Task(
+                        student=student, lab=lab, files=files, digest=digest, cell_timeout=args.cell_timeout,
+                        submission_timeout=args.submission_timeout, feedback=not args.no_feedback,
+                        sandboxed=sandbox.sandbox_enabled(), threads=threads, **manual))
+        print(f"grading {len(tasks)} submission(s) of {len({t.student for t in tasks})} student(s), "
+              f"lab(s) {', '.join(sorted({t.lab for t in tasks})) or '-'}"
+              + (f"; {unchanged} unchanged since the last run (--force grades them again)" if unchanged else ""),
+              flush=True)
+        if tasks:
+            bundles = {lab: parallel.make_bundle(course, lab, code=code) for lab in sorted({t.lab for t in tasks})}
+
+            def on_result(result: parallel.Result) -> None:
+                parallel.apply_result(course, gb, result)
+                (logs / f"{result.student}__{result.lab}.log").write_text(result.log)
+                if result.version:  # a task that crashed has no result to keep: the next run retries it
+                    manifest.record(result, options)
+                row = rows[result.student, result.lab] = graded_row(
+                    gb, result.student, result.lab, result.status, result.seconds)
+                _write(f"  {row.student:<16} {row.lab:<24} {cell_text(row):<22} {row.seconds:6.1f} s  {row.status}")
+
+            try:
+                with parallel.cluster(workers=workers, scheduler=args.scheduler, dashboard=args.dashboard) as client:
+                    parallel.run_tasks(client, tasks, bundles, on_result, progress=not args.no_progress)
+            except (parallel.WorkerRefused, RuntimeError) as err:
+                print(f"refusing to grade: {err}", file=sys.stderr)
+                return 2
+
+        table = []
+        for student in students:
+            total = sum(rows[student, lab].score.score for lab in labs if rows[student, lab].score is not None)
+            pending = sum(rows[student, lab].score.manual_pending for lab in labs
+                          if rows[student, lab].score is not None)
+            table.append((student, *(cell_text(rows[student, lab]) for lab in labs),
+                          f"{total:g}/{sum(m[0] for m in maxima.values()):g}", f"{pending:g}"))
+    finally:
+        gb.close()
     print()
     print(nbgrading.format_table(("student", *labs, "total", "pending"), table))
     print("\nA/B +P?: A points of B so far, P points of written answers wait for manual grading.")
@@ -243,8 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {csv_path}")
     if not args.no_feedback:
         print(f"feedback in {nbgrading.course_dir(course, 'feedback')}/<student>/<lab>/")
-    return 1 if broken_labs else 0
+    return 1 if errors else 0
 
+
+def _write(line: str) -> None:
+    """A line on stdout that does not break the progress bar on stderr."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 if __name__ == "__main__":
     sys.exit(main())

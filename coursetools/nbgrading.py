@@ -18,6 +18,7 @@ import copy
 import csv
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,7 @@ __all__ = [
     "discover_labs", "course_config", "course_dir", "course_release_dir", "make_course",
     "run_nbgrader", "generate_assignment", "read_notebook", "solution_code_cells",
     "strip_solution_markers", "make_partial", "submit", "autograde", "generate_feedback",
-    "read_scores", "read_max_scores", "set_manual_full_marks", "expectations", "check_lab", "format_table",
+    "read_scores", "read_max_scores", "gradebook_url", "log_reason", "set_manual_full_marks", "expectations", "check_lab", "format_table",
     "write_grades_csv",
 ]
 
@@ -69,12 +70,22 @@ def course_config(course: Path | str):
     return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
 
 
-def _gradebook(course: Path | str):
-    """An open-able nbgrader Gradebook for the course (use as a context manager)."""
+def _gradebook(course: Path | str, db_url: str | None = None):
+    """An open-able nbgrader Gradebook for the course (use as a context manager): the config's
+    ``db_url`` (SQLite in grading/, or MLSEC_GRADEBOOK_URL), or ``db_url``."""
     from nbgrader.api import Gradebook
 
+    # nbgrader runs the `alembic` executable when it creates a gradebook: it must be on PATH.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     cfg = course_config(course)
-    return Gradebook(cfg.CourseDirectory.db_url, cfg.CourseDirectory.course_id)
+    return Gradebook(db_url or cfg.CourseDirectory.db_url, cfg.CourseDirectory.course_id)
+
+
+def gradebook_url(course: Path | str) -> str:
+    """The course gradebook's SQLAlchemy URL, as nbgrader_config.py sets it."""
+    return course_config(course).CourseDirectory.db_url
 
 
 def make_course(dest: Path | str, labs: Iterable[str], *, source: Path | str = ROOT,
@@ -115,30 +126,60 @@ def make_course(dest: Path | str, labs: Iterable[str], *, source: Path | str = R
 
 
 # ------------------------------------------------------------------------------------- nbgrader
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # nbgrader runs the `alembic` executable when it creates a gradebook: it must be on PATH.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     # Kernels inherit this environment: quiet progress bars, but nothing else changed (figures
     # still render inline in the autograded notebooks and the feedback).
     env.setdefault("LABKIT_PROGRESS", "0")
-    if extra:
-        env.update(extra)
+    for name, value in (extra or {}).items():  # None removes a variable
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the thread that started it dies (Linux
+    ``PR_SET_PDEATHSIG``), so that nbgrader does not outlive a grading worker that is killed."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved before any fork: the child only calls it
+
+
 def run_nbgrader(course: Path | str, *args: str, timeout: float | None = None,
-                 check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                 check: bool = True, env: dict[str, str | None] | None = None,
+                 die_with_parent: bool = False) -> subprocess.CompletedProcess:
     """Run ``python -m nbgrader <args>`` in ``course`` and return the completed process.
 
     Args:
         timeout: wall-clock limit in seconds; past it the whole process group (nbgrader and its
             kernels) is killed and :class:`subprocess.TimeoutExpired` is raised.
         check: raise :class:`NbgraderError` when the exit status is not 0.
+        env: variables to set for the command (a value of None removes the variable).
+        die_with_parent: nbgrader is killed when the calling thread dies (Linux), as a grading
+            worker needs when it is killed itself; its sandboxed kernels follow (bwrap
+            ``--die-with-parent``).
     """
     cmd = [sys.executable, "-m", "nbgrader", *map(str, args)]
     proc = subprocess.Popen(cmd, cwd=str(course), env=_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent if die_with_parent else None)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -177,6 +218,16 @@ def _is_signal(line: str) -> bool:
     return not any(s in line for s in noise)
 
 
+def log_reason(log: str) -> str:
+    """The most telling error line of an nbgrader log (the exception, else the last ERROR)."""
+    lines = [ln.strip() for ln in log.splitlines()]
+    for ln in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", ln) and "nbgrader" not in ln.split(":")[0].lower():
+            return ln[:160]
+    errors = [ln for ln in lines if "| ERROR]" in ln and "Please see" not in ln]
+    return errors[-1].split("]", 1)[-1].strip()[:160] if errors else "see the log"
+
+
 def generate_assignment(course: Path | str, lab: str, *, timeout: float | None = 300) -> Path:
     """``nbgrader generate_assignment <lab> --force``; returns the released notebook's path."""
     run_nbgrader(course, "generate_assignment", lab, "--force", timeout=timeout)
@@ -199,7 +250,7 @@ def course_dir(course: Path | str, which: str) -> Path:
 
 def autograde(course: Path | str, lab: str, *, student: str | None = None,
               cell_timeout: int | None = None, timeout: float | None = None,
-              check: bool = False) -> subprocess.CompletedProcess:
+              check: bool = False, db_url: str | None = None, **run) -> subprocess.CompletedProcess:
     """``nbgrader autograde <lab> --force`` for every submitted student (or one).
 
     Args:
@@ -207,22 +258,29 @@ def autograde(course: Path | str, lab: str, *, student: str | None = None,
         cell_timeout: per-cell execution limit in seconds (``--Execute.timeout``), overriding
             nbgrader_config.py.
         timeout: wall-clock limit of the whole command (see :func:`run_nbgrader`).
+        db_url: the gradebook to write (``--CourseDirectory.db_url``) instead of the config's.
+        run: more keyword arguments of :func:`run_nbgrader` (``env``, ``die_with_parent``).
     """
     args = ["autograde", lab, "--force"]
     if student is not None:
         args.append(f"--student={student}")
     if cell_timeout is not None:
         args.append(f"--Execute.timeout={int(cell_timeout)}")
-    return run_nbgrader(course, *args, timeout=timeout, check=check)
+    if db_url is not None:
+        args.append(f"--CourseDirectory.db_url={db_url}")
+    return run_nbgrader(course, *args, timeout=timeout, check=check, **run)
 
 
 def generate_feedback(course: Path | str, lab: str, *, student: str | None = None,
-                      timeout: float | None = 300, check: bool = True) -> subprocess.CompletedProcess:
+                      timeout: float | None = 300, check: bool = True, db_url: str | None = None,
+                      **run) -> subprocess.CompletedProcess:
     """``nbgrader generate_feedback <lab> --force`` (hidden tests removed by the course config)."""
     args = ["generate_feedback", lab, "--force"]
     if student is not None:
         args.append(f"--student={student}")
-    return run_nbgrader(course, *args, timeout=timeout, check=check)
+    if db_url is not None:
+        args.append(f"--CourseDirectory.db_url={db_url}")
+    return run_nbgrader(course, *args, timeout=timeout, check=check, **run)
 
 
 # ------------------------------------------------------------------------------------ notebooks
@@ -308,27 +366,35 @@ class LabScore:
     grades: tuple[CellGrade, ...]
 
 
-def read_scores(course: Path | str, lab: str, student: str) -> LabScore:
-    """The gradebook's scores for ``student``'s submission of ``lab``.
+def read_scores(course: Path | str, lab: str, student: str, *, db_url: str | None = None,
+                gradebook=None) -> LabScore:
+    """The gradebook's scores for ``student``'s submission of ``lab`` (the course's gradebook, the
+    one at ``db_url``, or ``gradebook``, an open nbgrader Gradebook).
 
     Raises:
         KeyError: the gradebook has no such submission (never autograded).
     """
-    from nbgrader.api import MissingEntry
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with _gradebook(course) as gb:
-            try:
-                sub = gb.find_submission(lab, student)
-            except MissingEntry:
-                raise KeyError(f"no submission of {lab!r} by {student!r} in the gradebook") from None
-            grades = tuple(
-                CellGrade(name=g.name, cell_type=g.cell_type, max_score=float(g.max_score),
-                          auto_score=g.auto_score, manual_score=g.manual_score,
-                          needs_manual_grade=bool(g.needs_manual_grade))
-                for nb in sub.notebooks for g in nb.grades)
-            score, max_score = float(sub.score), float(sub.max_score)
+        if gradebook is not None:
+            return _lab_score(gradebook, lab, student)
+        with _gradebook(course, db_url) as gb:
+            return _lab_score(gb, lab, student)
+
+
+def _lab_score(gb, lab: str, student: str) -> LabScore:
+    from nbgrader.api import MissingEntry
+
+    try:
+        sub = gb.find_submission(lab, student)
+    except MissingEntry:
+        raise KeyError(f"no submission of {lab!r} by {student!r} in the gradebook") from None
+    grades = tuple(
+        CellGrade(name=g.name, cell_type=g.cell_type, max_score=float(g.max_score),
+                  auto_score=g.auto_score, manual_score=g.manual_score,
+                  needs_manual_grade=bool(g.needs_manual_grade))
+        for nb in sub.notebooks for g in nb.grades)
+    score, max_score = float(sub.score), float(sub.max_score)
     code = [g for g in grades if g.cell_type == "code"]
     written = [g for g in grades if g.cell_type != "code"]
     return LabScore(
