@@ -261,3 +261,44 @@ def test_a_lab_with_its_solutions_pasted_runs_to_the_end_in_the_edition(executed
     assert run["failing"] == [], f"{lab}: " + "; ".join(
         f"cell {f['cell']} ({f['grade_id']}): {f['ename']}: {f['evalue'][:300]}" for f in run["failing"])
     assert run["seconds"] < 400, f"{lab}: {run['seconds']:.0f} s"
+
+
+# --------------------------------------------------------------------------- the JupyterHub path
+@pytest.mark.slow
+def test_a_lab_travels_through_the_nbgrader_exchange(edition, tmp_path):
+    """Instructor releases, a student (in the edition) fetches and submits, the instructor collects:
+    nbgrader's own commands, the exchange folder of MLSEC_EXCHANGE."""
+    lab = "lab1_extraction"
+    course = tmp_path / "course"
+    course.mkdir()
+    for name in ("solutions", "labs"):
+        shutil.copytree(ROOT / name, course / name)
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    exchange.chmod(0o777)
+    import os
+
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader runs `alembic` from PATH to create a gradebook
+    env = dict(os.environ, MLSEC_EXCHANGE=str(exchange), HOME=str(tmp_path / "home"),
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    nbgrader = str(Path(bin_dir) / "nbgrader")
+
+    def run(args, cwd):
+        proc = subprocess.run([nbgrader, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"nbgrader {' '.join(args)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return proc.stdout + proc.stderr
+
+    run(["db", "assignment", "add", lab], course)
+    run(["release_assignment", lab, "--force"], course)
+    assert (exchange / "mlsec" / "outbound" / lab / f"{lab}.ipynb").is_file()
+    home = edition.parent / "hub-home"
+    home.mkdir()
+    run(["fetch_assignment", lab, "--course", "mlsec", f"--Exchange.root={exchange}"], home)
+    fetched = home / lab / f"{lab}.ipynb"
+    assert fetched.read_bytes() == (ROOT / "labs" / lab / f"{lab}.ipynb").read_bytes()
+    fetched.write_text(fetched.read_text().replace("raise NotImplementedError()", "pass  # my answer", 1))
+    run(["submit", lab, "--course", "mlsec", f"--Exchange.root={exchange}"], home)
+    run(["collect", lab], course)
+    collected = list((course / "grading" / "submitted").glob(f"*/{lab}/{lab}.ipynb"))
+    assert len(collected) == 1 and "pass  # my answer" in collected[0].read_text()
