@@ -15,7 +15,7 @@ help:
 	@echo "make lab       start JupyterLab with the nbgrader extension"
 	@echo "make release   regenerate labs/ from solutions/ with nbgrader"
 	@echo "make student   build the student edition in dist/student/ and dist/mlsec-student.zip (UNLOCK=lab...: ship those labs' references)"
-	@echo "make grade     autograde every submission in grading/submitted/"
+	@echo "make grade     autograde the new or changed submissions in grading/submitted/ (WORKERS=N, SCHEDULER=tcp://host:8786)"
 	@echo "make check-lab check with nbgrader that every lab grades as intended (LAB=name: one lab)"
 	@echo "make bench     print the benchmark tables"
 
@@ -51,8 +51,11 @@ release: venv
 student: venv
 	$(BIN)/mlsec-student --course "$(CURDIR)" $(if $(UNLOCK),--unlock $(UNLOCK),)
 
+# WORKERS=N: a local Dask cluster of N workers (default: the cores); SCHEDULER=tcp://host:8786: an
+# existing cluster; FORCE=1: grade unchanged submissions again; MLSEC_GRADEBOOK_URL: PostgreSQL.
 grade: venv
-	$(BIN)/mlsec-grade $(if $(filter off,$(SANDBOX)),--no-sandbox,)
+	$(BIN)/mlsec-grade $(if $(filter off,$(SANDBOX)),--no-sandbox,) $(if $(WORKERS),--workers $(WORKERS),) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,)
 
 # LAB=<name> checks one lab (a folder of solutions/); without it, every lab.
 check-lab: venv

@@ -32,6 +32,7 @@ nothing to grade, the arguments are wrong or a worker refuses, 1 when a lab coul
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -223,8 +224,16 @@ def main(argv: list[str] | None = None) -> int:
 
     maxima: dict[str, tuple[float, float]] = {}
     errors: dict[str, str] = {}
+    code = parallel.code_version()
+    # Each lab goes into the course gradebook, and its bundle for the workers is built, side by
+    # side (each is an nbgrader process; a bundle nobody needs is dropped).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel.default_workers()) as pool:
+        prepared = {lab: pool.submit(prepare_lab, course, lab, logs) for lab in labs}
+        bundling = {lab: pool.submit(parallel.make_bundle, course, lab, code=code) for lab in labs
+                    if (course / "solutions" / lab / f"{lab}.ipynb").is_file()}
+        concurrent.futures.wait([*prepared.values(), *bundling.values()])
     for lab in labs:
-        error = prepare_lab(course, lab, logs)
+        error = prepared[lab].result()
         if error is None:
             maxima[lab] = nbgrading.read_max_scores(course, lab)
         else:
@@ -232,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
             errors[lab] = error
             maxima[lab] = (0.0, 0.0)
 
-    code = parallel.code_version()
     versions = {lab: parallel.lab_version(course, lab, code) for lab in labs if lab not in errors}
     options = {"cell_timeout": args.cell_timeout, "sandboxed": sandbox.sandbox_enabled(),
                "feedback": not args.no_feedback}
@@ -277,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; {unchanged} unchanged since the last run (--force grades them again)" if unchanged else ""),
               flush=True)
         if tasks:
-            bundles = {lab: parallel.make_bundle(course, lab, code=code) for lab in sorted({t.lab for t in tasks})}
+            try:
+                bundles = {lab: bundling[lab].result() for lab in sorted({t.lab for t in tasks})}
+            except nbgrading.NbgraderError as err:
+                print(f"refusing to grade: cannot build a lab for the workers: {err}", file=sys.stderr)
+                return 1
 
             def on_result(result: parallel.Result) -> None:
                 parallel.apply_result(course, gb, result)
