@@ -251,6 +251,9 @@ def _random_calls():
         "membership.shokri.shadow_splits": lambda s: shokri.shadow_splits(purchase, k=2, n_train=30, seed=s)[1][1].x,
         "membership.shokri.train_shadow_models": lambda s: shokri.train_shadow_models(purchase, k=1, setting=tiny_setting, seed=s).models[0].net[0].weight,
         "membership.shokri.train_attack_models": lambda s: shokri.train_attack_models(shokri.AttackSet(torch.softmax(torch.arange(24.0).view(6, 4), 1), torch.tensor([0, 0, 1, 1, 0, 1]), torch.tensor([True, False] * 3)), hidden=(3,), epochs=2, seed=s).models[0].net[0].weight,
+        "membership.shokri.attack_through": lambda s: shokri.attack_through(
+            api.policy, api._model, shokri.train_shadow_models(purchase, k=1, setting=tiny_setting, n_train=40, seed=0),
+            purchase.x[:20], purchase.y[:20], train=lambda a, seed: shokri.train_attack_models(a, hidden=(3,), epochs=2, seed=seed), seed=s),
         "membership.shokri.shokri_attack": lambda s: shokri.shokri_attack(api, purchase, k=1, setting=tiny_setting, n_train=40, hidden=(3,), seed=s).attack.models[0].net[0].weight,
         "experiments.membership.make_scenario": lambda s: exm.make_scenario(tiny_setting, k=1, seed=s).target.net[0].weight,
         "experiments.membership.Scenario.evaluation_set": lambda s: _scenario(exm, tiny_setting).evaluation_set(n=10, seed=s).y,

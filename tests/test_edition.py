@@ -30,13 +30,20 @@ def edition(tmp_path_factory):
     return student.build(ROOT, out, book=False)
 
 
+def _edition_env(edition_dir: Path) -> dict:
+    """An environment whose Python imports the edition's labkit (PYTHONPATH comes before the
+    course's editable install)."""
+    import os
+
+    return dict(os.environ, PYTHONPATH=str(edition_dir))
+
+
 def _stub_calls(edition_dir: Path) -> dict:
     """Call every stubbed function of the edition's labkit (None for each parameter) in a fresh
     interpreter that imports the edition's labkit; {function: the NotImplementedError's message}."""
     names = sorted({r.function for r in student.regions(ROOT)})
     code = f"""
-import importlib, inspect, json, sys
-sys.path.insert(0, {str(edition_dir)!r})
+import importlib, inspect, json
 import labkit
 assert labkit.__file__.startswith({str(edition_dir)!r}), labkit.__file__
 out = {{}}
@@ -54,7 +61,8 @@ for name in {names!r}:
         out[name] = f"{{type(e).__name__}}: {{e}}"
 print(json.dumps(out))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300,
+                          env=_edition_env(edition_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -191,9 +199,10 @@ def test_unlock_ships_one_labs_references_whole(tmp_path):
 
 
 def test_reference_or_picks_by_edition(edition):
-    code = ("import sys; sys.path.insert(0, %r); import labkit.watermark as wm; from labkit.grading import reference_or; "
-            "mine = lambda: 0; print(reference_or(wm.verify, mine) is mine)") % str(edition)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout
+    code = ("import labkit, labkit.watermark as wm; from labkit.grading import reference_or; "
+            "mine = lambda: 0; print(labkit.__file__.startswith(%r) and reference_or(wm.verify, mine) is mine)") % str(edition)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True,
+                         env=_edition_env(edition)).stdout
     assert out.strip() == "True"
     import labkit.watermark as wm
     from labkit.grading import reference_or
