@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LABS   := $(notdir $(wildcard solutions/lab*))
 
-.PHONY: help venv book test test-fast lab release student grade check-lab bench clean
+.PHONY: help venv book test test-fast lab release student grade collect export check-lab bench clean
 
 help:
 	@echo "make book      build the Jupyter Book (chapters executed) into _build/html"
@@ -16,6 +16,8 @@ help:
 	@echo "make release   regenerate labs/ from solutions/ with nbgrader"
 	@echo "make student   build the student edition in dist/student/ and dist/mlsec-student.zip (UNLOCK=lab...: ship those labs' references)"
 	@echo "make grade     autograde the new or changed submissions in grading/submitted/ (WORKERS=N, SCHEDULER=tcp://host:8786)"
+	@echo "make collect   import an LMS download: LAB=<lab> ZIP=<zip or folder> [PATTERN=canvas|moodle|plain|REGEX]"
+	@echo "make export    grading/lms_grades.csv and per-student feedback zips for the LMS"
 	@echo "make check-lab check with nbgrader that every lab grades as intended (LAB=name: one lab)"
 	@echo "make bench     print the benchmark tables"
 
@@ -56,6 +58,15 @@ student: venv
 grade: venv
 	$(BIN)/mlsec-grade $(if $(filter off,$(SANDBOX)),--no-sandbox,) $(if $(WORKERS),--workers $(WORKERS),) \
 	  $(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,)
+
+# LMS: make collect LAB=lab1_extraction ZIP=download.zip [PATTERN=canvas|moodle|plain|REGEX] [FORCE=1]
+collect: venv
+	@test -n "$(LAB)" -a -n "$(ZIP)" || { echo "usage: make collect LAB=<lab> ZIP=<zip or folder> [PATTERN=...]"; exit 2; }
+	$(BIN)/mlsec-collect "$(LAB)" "$(ZIP)" $(if $(PATTERN),--pattern '$(PATTERN)',) $(if $(FORCE),--force,)
+
+# grading/lms_grades.csv and grading/lms_feedback/<student>.zip from the gradebook
+export: venv
+	$(BIN)/mlsec-export
 
 # LAB=<name> checks one lab (a folder of solutions/); without it, every lab.
 check-lab: venv
