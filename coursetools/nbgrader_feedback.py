@@ -44,6 +44,11 @@ class HideHiddenTests(ClearHiddenTests):
     """Remove hidden test regions and the tracebacks that could quote them."""
 
     def preprocess_cell(self, cell, resources, cell_index):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not (meta.get("grade") and not meta.get("solution")):
+            # Only test cells hold hidden tests (autograde restores them from the gradebook). Any
+            # other cell is the student's own text, shown as written, even if it quotes a marker.
+            return cell, resources
         hidden_from = None  # 1-based line of the hidden region's opening delimiter
         if cell.cell_type == "code":
             for number, line in enumerate(cell.source.splitlines(), start=1):

@@ -134,6 +134,16 @@ def test_hide_hidden_tests_drops_region_and_tracebacks():
     assert out.outputs[0].traceback[0].startswith("AssertionError")
 
 
+def test_a_student_cell_quoting_the_hidden_test_marker_is_left_alone():
+    """A solution cell that contains the marker (unbalanced, even) is the student's own text: feedback
+    generation must not fail on it, and it is shown as written."""
+    src = 'def add(a, b):\n    # ### BEGIN HIDDEN TESTS  (a student\'s joke)\n    return a + b'
+    cell = nbformat.v4.new_code_cell(src)
+    cell.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "grade_id": "add", "schema_version": 3}
+    out, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert out.source == src
+
+
 def test_hide_hidden_tests_keeps_a_visible_failure_message():
     source = '"""checks add"""\nassert add(1, 2) == 3, "add(1, 2) should be 3"\n### BEGIN HIDDEN TESTS\nassert add(-7, 12) == 5\n### END HIDDEN TESTS'
     tb = ["\x1b[0;31mAssertionError\x1b[0m  Traceback (most recent call last)",
