@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,6 +53,7 @@ __all__ = [
     "encode",
     "commit",
     "open_commitment",
+    "brute_force_opening",
     "abstract_images",
     "ground_truth_labels",
     "Backdoor",
@@ -154,6 +155,29 @@ def commit(x: torch.Tensor | int, *, r: bytes | None = None) -> Commitment:
     ### BEGIN SOLUTION lab2_watermarking
     r = secrets.token_bytes(NONCE_BYTES) if r is None else _check_nonce(r)
     return Commitment(hashlib.sha256(r + encode(x)).digest(), r)
+    ### END SOLUTION
+
+
+def brute_force_opening(c: bytes, candidates: Iterable) -> object | None:
+    """Open a commitment made **without** a nonce, ``c = SHA-256(encode(x))``, by trying candidates.
+
+    Why commitments need their random string: with few possible messages (a label of 10 classes),
+    hashing each candidate and comparing finds ``x``. With a 32-byte nonce the same search would have
+    to try every nonce as well.
+
+    Args:
+        c: a 32-byte digest.
+        candidates: the messages to try, in order (ints or tensors, as :func:`encode` takes).
+
+    Returns:
+        the first candidate whose encoding hashes to ``c``, or None when none does.
+    """
+    ### BEGIN SOLUTION lab2_watermarking
+    target = bytes(c)
+    for x in candidates:
+        if hmac.compare_digest(hashlib.sha256(encode(x)).digest(), target):
+            return x
+    return None
     ### END SOLUTION
 
 
