@@ -424,3 +424,15 @@ def test_extraction_attack_copies_the_model_through_the_oracle(world):
     sur = extraction_attack(marked, s.attacker.x, MLP(64, 10, hidden=(128,), seed=0), epochs=40, seed=0)
     assert fidelity(predict(sur, s.target_test.x), predict(marked, s.target_test.x)) > 0.9
     assert wm.trigger_accuracy(sur, world["mk"]) < 0.5  # the trigger set was never queried
+
+
+def test_brute_force_opening_recovers_an_unsalted_label_but_not_a_commitment():
+    import hashlib
+
+    from labkit.watermark import brute_force_opening, commit, encode
+
+    assert brute_force_opening(hashlib.sha256(encode(42)).digest(), range(100)) == 42
+    assert brute_force_opening(hashlib.sha256(encode(42)).digest(), range(10)) is None
+    assert brute_force_opening(commit(42).c, range(100)) is None  # the nonce hides the label
+    img = torch.rand(1, 8, 8)
+    assert brute_force_opening(hashlib.sha256(encode(img)).digest(), [torch.zeros(1, 8, 8), img]) is img
