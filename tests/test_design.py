@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 LABKIT = ROOT / "labkit"
 
-CORE = {"utils", "data", "models", "train", "ensemble", "targets", "oracle", "metrics", "plots", "grading"}
-LECTURE = {"extraction", "watermark", "inversion", "memorization", "membership.shokri", "membership.synthesis", "membership.lira"}
+CORE = {"utils", "data", "models", "train", "ensemble", "targets", "oracle", "metrics", "plots", "grading", "dp"}
+LECTURE = {"extraction", "watermark", "inversion", "memorization", "membership.shokri", "membership.synthesis", "membership.lira", "privacy"}
 PACKAGES = {"membership", "experiments"}  # __init__ files: re-exports only
 
 
@@ -195,6 +195,7 @@ def _random_calls():
     )
     from labkit.experiments import membership as exm
     from labkit.experiments import watermark as exwm
+    from labkit import privacy
     from labkit.membership import lira, shokri, synthesis
 
     digits = data.load_digits()
@@ -262,11 +263,25 @@ def _random_calls():
         "experiments.membership.shadow_data_table": None,
         "experiments.membership.mitigation_table": None,
         "experiments.memorization.canary_experiment": None,
+        "dp.fit_batched_dp": lambda s: _dp_fit(s),
+        "privacy.dp_sgd_step": lambda s: privacy.dp_sgd_step(models.MLP(20, 4, hidden=(4,), seed=0), purchase.x[:8], purchase.y[:8], lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, seed=s).grads[0],
+        "privacy.train_dp_opacus": lambda s: privacy.train_dp_opacus(models.MLP(20, 4, hidden=(4,), seed=0), purchase.x[:64], purchase.y[:64], epsilon=4.0, epochs=1, batch_size=16, seed=s).model.net[0].weight,
+        "privacy.label_only_scores": lambda s: privacy.label_only_scores(api, purchase.x[:20], purchase.y[:20], r=3, n_copies=4, seed=s).scores,
+        "experiments.privacy.privacy_tradeoff": None,  # minutes: the book and Lab 5 run it
         "experiments.watermark.extraction_attack": lambda s: exwm.extraction_attack(victim, purchase.x[:30], models.LogisticRegression(20, 4), epochs=1, seed=s).linear.weight,
     }
 
 
 _SCENARIO = {}
+
+
+def _dp_fit(s):
+    from labkit import data, dp, ensemble
+
+    purchase = data.make_purchase(64, n_features=10, n_classes=3, seed=0)
+    model = ensemble.BatchedMLP(2, 10, 3, hidden=(4,), seed=0)
+    dp.fit_batched_dp(model, purchase.x, purchase.y, epsilon=4.0, epochs=1, batch_size=16, seed=s)
+    return model.weights[0]
 
 
 def _trained(fit, model, *args, **kwargs):
