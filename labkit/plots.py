@@ -10,7 +10,7 @@ import torch
 from .metrics import RocCurve
 from .utils import as_images
 
-__all__ = ["image_grid", "plot_curves", "plot_roc", "format_table", "show_table"]
+__all__ = ["image_grid", "plot_curves", "plot_roc", "format_table", "show_table", "flow_diagram"]
 
 
 def _np(a) -> np.ndarray:
@@ -113,3 +113,80 @@ def show_table(rows: Sequence[Mapping[str, object]], **kwargs) -> None:
         display(Markdown(text))
     except ImportError:  # pragma: no cover - outside Jupyter
         print(text)
+
+
+_BOX_STYLES = {  # kind -> (face colour, edge colour)
+    "party": ("#dbe9f6", "#2b6cb0"),  # a person or organisation
+    "model": ("#fde8cf", "#c05621"),  # a trained model or an API in front of one
+    "data": ("#e2f0d9", "#2f855a"),  # a dataset or a record
+    "algorithm": ("#eee4f7", "#6b46c1"),  # a procedure (KeyGen, training, ...)
+    "output": ("#f2f2f2", "#4a5568"),  # a result: a bit, a prediction, a label
+    "plain": (None, None),  # text without a box (an ellipsis, a note)
+}
+
+
+def flow_diagram(
+    boxes: Mapping[str, tuple],
+    arrows: Sequence[tuple],
+    *,
+    size: tuple[float, float] = (8.0, 3.0),
+    xlim: tuple[float, float] = (0.0, 10.0),
+    ylim: tuple[float, float] = (0.0, 4.0),
+    title: str | None = None,
+    fontsize: float = 10.0,
+):
+    """Draw a block diagram: labelled boxes joined by labelled arrows (threat models, pipelines).
+
+    Args:
+        boxes: name -> ``(x, y, text)`` or ``(x, y, text, kind)``: the box's centre in data
+            coordinates (within ``xlim`` x ``ylim``), its text (may hold newlines and
+            ``$math$``) and its kind, one of ``"party"``, ``"model"``, ``"data"``,
+            ``"algorithm"``, ``"output"`` (the colour; default ``"model"``) or ``"plain"`` (no box).
+        arrows: ``(source, target)``, ``(source, target, label)`` or
+            ``(source, target, label, options)`` with ``options`` a dict of ``rad`` (curvature,
+            default 0), ``dashed`` (bool) and ``label_offset`` ((dx, dy) added to the label's
+            position, the middle of the two centres).
+
+    Returns:
+        the matplotlib Figure.
+    """
+    fig, ax = plt.subplots(figsize=size)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.axis("off")
+    artists = {}
+    for name, spec in boxes.items():
+        if len(spec) not in (3, 4):
+            raise ValueError(f"box {name!r} must be (x, y, text) or (x, y, text, kind), got {spec!r}")
+        x, y, text = spec[:3]
+        kind = spec[3] if len(spec) == 4 else "model"
+        if kind not in _BOX_STYLES:
+            raise ValueError(f"box {name!r}: kind must be one of {sorted(_BOX_STYLES)}, got {kind!r}")
+        face, edge = _BOX_STYLES[kind]
+        box = None if face is None else dict(boxstyle="round,pad=0.45", facecolor=face, edgecolor=edge, linewidth=1.2)
+        artists[name] = ax.text(x, y, text, ha="center", va="center", fontsize=fontsize + (4 if box is None else 0), zorder=3, bbox=box)
+    fig.canvas.draw()  # lay the boxes out, so that arrows can end at their edges
+    for spec in arrows:
+        if len(spec) not in (2, 3, 4):
+            raise ValueError(f"an arrow must be (source, target[, label[, options]]), got {spec!r}")
+        src, dst = spec[0], spec[1]
+        label = spec[2] if len(spec) > 2 else ""
+        opts = spec[3] if len(spec) > 3 else {}
+        for end in (src, dst):
+            if end not in artists:
+                raise ValueError(f"arrow {src!r} -> {dst!r}: no box named {end!r}")
+        a, b = artists[src], artists[dst]
+        ax.annotate("", xy=b.get_position(), xytext=a.get_position(), zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2, mutation_scale=14,
+                                    linestyle="--" if opts.get("dashed") else "-",
+                                    connectionstyle=f"arc3,rad={opts.get('rad', 0.0)}",
+                                    patchA=a.get_bbox_patch(), patchB=b.get_bbox_patch(), shrinkA=3, shrinkB=3))
+        if label:
+            (x0, y0), (x1, y1) = a.get_position(), b.get_position()
+            dx, dy = opts.get("label_offset", (0.0, 0.0))
+            ax.text((x0 + x1) / 2 + dx, (y0 + y1) / 2 + dy, label, ha="center", va="center", fontsize=fontsize - 1,
+                    zorder=4, style="italic", bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.9))
+    if title:
+        ax.set_title(title, fontsize=fontsize + 1)
+    fig.tight_layout()
+    return fig

@@ -262,6 +262,7 @@ def _random_calls():
         "experiments.membership.overfitting_table": None,  # minutes: covered by tests/test_membership_shokri.py and the book
         "experiments.membership.shadow_data_table": None,
         "experiments.membership.mitigation_table": None,
+        "experiments.membership.data_vs_l2_table": lambda s: torch.tensor([[r["train acc"], r["test acc"]] for r in exm.data_vs_l2_table(tiny_setting, sizes=(40, 80, 160), l2=(0.0, 1e-2), n_test=200, seed=s)]),
         "experiments.memorization.canary_experiment": None,
         "dp.fit_batched_dp": lambda s: _dp_fit(s),
         "privacy.dp_sgd_step": lambda s: privacy.dp_sgd_step(models.MLP(20, 4, hidden=(4,), seed=0), purchase.x[:8], purchase.y[:8], lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, seed=s).grads[0],

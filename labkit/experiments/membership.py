@@ -50,7 +50,8 @@ __all__ = [
     "attack_scenario",
     "overfitting_table",
     "shadow_data_table",
-    "mitigation_table",
+        "mitigation_table",
+    "data_vs_l2_table",
 ]
 
 
@@ -359,4 +360,40 @@ def mitigation_table(
         regularised = Scenario(setting, scenario.splits, models[0], ShadowModels(models[1:], shadows.train, shadows.test))
         report = attack_scenario(regularised, features=features, hidden=hidden, n_eval=n_eval, seed=run_seed)
         rows.append(row(f"L2 lambda = {lam:g}", regularised.test_accuracy(), report))
+    return rows
+
+
+def data_vs_l2_table(
+    setting: TargetSetting | None = None,
+    *,
+    sizes: Sequence[int] = (2_000, 8_000),
+    l2: Sequence[float] = (0.0, 1e-2),
+    n_test: int = 4_000,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """Generalization gap with more data or with an L2 penalty: the cure for overfitting.
+
+    For every training-set size and every ``weight_decay = lambda``, one model of the target's
+    architecture and recipe (``setting``, default :func:`purchase_target_setting`) trains on the
+    first ``n`` records of the population; all are tested on its last ``n_test`` records, which
+    none trains on.
+
+    Returns:
+        rows ``{"records/class", "lambda", "train acc", "test acc", "gap"}``.
+
+    Shokri et al. (2017), Section VI (regularization as a mitigation).
+    """
+    setting = setting or purchase_target_setting()
+    data = setting.data()
+    if max(sizes) + n_test > len(data):
+        raise ValueError(f"the largest training set plus n_test must fit in the population ({len(data)} records), got {max(sizes)} + {n_test}")
+    test = data.subset(torch.arange(len(data) - n_test, len(data)))
+    run_seed = spawn_seed(make_generator(seed))
+    rows = []
+    for n in progress([int(s) for s in sizes], desc="training-set sizes"):
+        train = data.subset(torch.arange(n))
+        for lam in l2:
+            model = train_models_like_target([train], setting=dataclasses.replace(setting, weight_decay=float(lam)), seed=run_seed)[0]
+            train_acc, test_acc = _accuracy(model, train), _accuracy(model, test)
+            rows.append({"records/class": n // setting.n_classes, "lambda": float(lam), "train acc": train_acc, "test acc": test_acc, "gap": train_acc - test_acc})
     return rows
