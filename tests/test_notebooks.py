@@ -133,3 +133,25 @@ def test_every_written_answer_follows_its_question(lab):
             f"{lab}: answer {cell.metadata['nbgrader']['grade_id']} is not preceded by a question cell"
         assert f"({points:g} points)" in before.source, \
             f"{lab}: the question before {cell.metadata['nbgrader']['grade_id']} does not state its {points:g} points"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_partial_credit_is_fair_and_manual_points_have_rubrics(lab):
+    """No test cell is worth more than 10 points, and each says in its docstring what it checks;
+    every written answer's model answer carries a rubric for graders; the lab states its effort."""
+    import re
+
+    import nbformat
+
+    nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    tests = [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+    assert tests, f"{lab} has no test cell"
+    for cell in tests:
+        meta = cell.metadata["nbgrader"]
+        assert meta["points"] <= 10, f"{lab}: {meta['grade_id']} is worth {meta['points']} points (at most 10)"
+        assert re.match(r'^"""[^\n]+"""', cell.source), f"{lab}: {meta['grade_id']} does not start with a one-line docstring"
+    answers = [c for c in nb.cells if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")]
+    for cell in answers:
+        assert "rubric" in cell.source.lower(), f"{lab}: the model answer {cell.metadata['nbgrader']['grade_id']} has no rubric"
+    intro = nb.cells[0].source.lower()
+    assert "effort" in intro and "hour" in intro, f"{lab}: the first cell does not state the expected effort in hours"
