@@ -314,6 +314,7 @@ def marginal_synthesis(data: Data, n: int, *, seed: int | torch.Generator | None
 
     Shokri et al. (2017), Section V-C, "statistics-based synthesis".
     """
+    ### BEGIN SOLUTION lab4a_membership
     check_int("n", n, minimum=1)
     if data.x.dim() != 2 or len(data) == 0:
         raise ValueError(f"data must hold flat records (N, d) with N >= 1, got shape {tuple(data.x.shape)}")
@@ -329,6 +330,7 @@ def marginal_synthesis(data: Data, n: int, *, seed: int | torch.Generator | None
         pick = rows_c[torch.randint(0, len(rows_c), (len(out_c), d), generator=gen)]  # (n_c, d)
         x[out_c] = x_src[pick, cols]
     return Data(x, y, data.n_classes, f"{data.name}/marginal")
+    ### END SOLUTION
 
 
 def noisy_data(data: Data, *, fraction: float, seed: int | torch.Generator | None = 0) -> Data:
@@ -346,6 +348,7 @@ def noisy_data(data: Data, *, fraction: float, seed: int | torch.Generator | Non
 
     Shokri et al. (2017), Section V-C, "noisy real data".
     """
+    ### BEGIN SOLUTION lab4a_membership
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     x_src = data.x
@@ -360,6 +363,7 @@ def noisy_data(data: Data, *, fraction: float, seed: int | torch.Generator | Non
     flip = (rank < n_flip).to(x_src.device)  # (n, d), n_flip True per row
     x = torch.where(flip, 1 - x_src, x_src)
     return Data(x, data.y, data.n_classes, f"{data.name}/noisy{fraction:g}")
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------- helpers
