@@ -30,3 +30,13 @@ def test_bench_sandbox_grades_the_same_submission_both_ways():
     assert header.split()[:3] == ["lab", "sandboxed", "s"] and row.startswith("demo")
     on, off = (float(v) for v in row.split()[1:3])
     assert on > 0 and off > 0
+
+
+def test_bench_dpsgd_prints_the_speed_up_row():
+    env = {**os.environ, "LABKIT_PROGRESS": "0"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_dpsgd.py"), "--k", "2", "--epochs", "1", "--repeats", "1", "--no-notebook"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 2 | 1 |"))
+    sequential, batched, speedup = (float(v) for v in row.strip("|").split("|")[2:5])
+    assert sequential > 0 and batched > 0 and abs(speedup - sequential / batched) < 0.1
