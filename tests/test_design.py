@@ -262,6 +262,11 @@ def _random_calls():
         "experiments.membership.overfitting_table": None,  # minutes: covered by tests/test_membership_shokri.py and the book
         "experiments.membership.shadow_data_table": None,
         "experiments.membership.mitigation_table": None,
+        "experiments.membership.ForestModel": lambda s: exm.ForestModel(20, 4, n_estimators=3, seed=s).fit(purchase)(purchase.x[:20]),
+        "experiments.membership.model_family_table": lambda s: torch.tensor([r["AUC"] for r in exm.model_family_table(tiny_setting, families=("random forest",), k=1, n_estimators=3, seed=s)]),
+        "experiments.membership.dataset_table": None,  # a scenario per dataset: tests/test_membership_experiments.py
+        "experiments.membership.per_class_precision_table": None,
+        "experiments.membership.shadow_count_table": None,
         "experiments.membership.data_vs_l2_table": lambda s: torch.tensor([[r["train acc"], r["test acc"]] for r in exm.data_vs_l2_table(tiny_setting, sizes=(40, 80, 160), l2=(0.0, 1e-2), n_test=200, seed=s)]),
         "experiments.memorization.canary_experiment": None,
         "dp.fit_batched_dp": lambda s: _dp_fit(s),

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+
 
 import torch
 from torch import nn
 
-from ..data import Data, Splits, make_splits
+from ..data import Data, Splits, load_digits, make_purchase, make_splits
 from ..membership.shokri import (
     ShadowModels,
     shadow_splits,
@@ -52,6 +56,14 @@ __all__ = [
     "shadow_data_table",
         "mitigation_table",
     "data_vs_l2_table",
+    "ForestModel",
+    "model_family_table",
+    "DataTargetSetting",
+    "table2_settings",
+    "dataset_table",
+    "per_class_precision",
+    "per_class_precision_table",
+    "shadow_count_table",
 ]
 
 
@@ -396,4 +408,243 @@ def data_vs_l2_table(
             model = train_models_like_target([train], setting=dataclasses.replace(setting, weight_decay=float(lam)), seed=run_seed)[0]
             train_acc, test_acc = _accuracy(model, train), _accuracy(model, test)
             rows.append({"records/class": n // setting.n_classes, "lambda": float(lam), "train acc": train_acc, "test acc": test_acc, "gap": train_acc - test_acc})
+    return rows
+
+
+# ============================================================================ more of the paper's evaluations
+class ForestModel(nn.Module):
+    """A scikit-learn random forest behind the module interface of labkit's models.
+
+    ``forward`` returns the logarithms of the forest's class probabilities, so that
+    :func:`labkit.train.predict_proba` (and so an :class:`~labkit.oracle.Oracle`) answers with the
+    forest's own probabilities: the same prediction API as an MLP's.
+
+    Args:
+        n_features, n_classes: input width and number of classes.
+        n_estimators, max_features: the forest's options (scikit-learn's meaning).
+        seed: the forest's ``random_state`` (bootstrap samples and feature draws): an int as it
+            is, a generator or None through one draw.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, *, n_estimators: int = 100, max_features: str | float = "sqrt", seed: int | torch.Generator | None = 0) -> None:
+        super().__init__()
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.input_shape = (int(n_features),)
+        self.n_classes = int(n_classes)
+        random_state = seed if isinstance(seed, int) else spawn_seed(make_generator(seed)) % 2**31
+        self.forest = RandomForestClassifier(n_estimators=n_estimators, max_features=max_features, random_state=random_state, n_jobs=1)
+
+    def fit(self, data: Data) -> "ForestModel":
+        """Fit the forest on ``data`` (features ``(n, d)``, labels ``(n,)``); returns self."""
+        self.forest.fit(data.x.cpu().numpy(), data.y.cpu().numpy())
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) -> (N, C) log-probabilities
+        p = np.zeros((x.shape[0], self.n_classes))
+        p[:, self.forest.classes_] = self.forest.predict_proba(x.detach().cpu().numpy())  # classes never seen keep 0
+        return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-12)).to(x.device)
+
+
+def _scenario_with(setting: TargetSetting, k: int, seed, train: Callable[[list[Data], torch.Generator], list[nn.Module]]) -> Scenario:
+    """:func:`make_scenario`'s splits (the same seed gives the same records), with models from ``train``."""
+    data = setting.data()
+    n = setting.n_train
+    if len(data) < 4 * n:
+        raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
+    gen = make_generator(seed)
+    splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=spawn_seed(gen))
+    train_sets, test_sets = shadow_splits(splits.shadow, k=k, n_train=n, seed=gen)
+    models = train([splits.target_train, *train_sets], gen)
+    return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train_sets, test=test_sets))
+
+
+MODEL_FAMILIES = ("logistic regression", "random forest", "MLP")
+
+
+def model_family_table(
+    setting: TargetSetting | None = None,
+    *,
+    families: Sequence[str] = MODEL_FAMILIES,
+    k: int = 2,
+    n_estimators: int = 100,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """The same data through several model families, each attacked with shadows of its own family.
+
+    Target and shadows of one row share a family and a recipe, as when the attacker trains its
+    shadows on the same ML service: ``"MLP"`` is ``setting``'s network, ``"logistic regression"``
+    the same recipe without hidden layer (a softmax regression), ``"random forest"`` a
+    scikit-learn forest of ``n_estimators`` trees (:class:`ForestModel`). Every row uses the
+    same records (the splits of :func:`make_scenario` with the same seed).
+
+    Returns:
+        rows ``{"model", "train acc", "test acc", "gap", "precision", "recall", "accuracy", "AUC"}``.
+
+    Shokri et al. (2017), Table I and Figure 7 (models of different ML services on Purchase).
+    """
+    setting = setting or purchase_target_setting()
+    run_seed = spawn_seed(make_generator(seed))
+
+    def forests(sets: list[Data], gen: torch.Generator) -> list[nn.Module]:
+        return [ForestModel(setting.n_features, setting.n_classes, n_estimators=n_estimators, seed=gen).fit(d).eval() for d in sets]
+
+    trainers = {
+        "MLP": lambda sets, gen: train_models_like_target(sets, setting=setting, seed=gen),
+        "logistic regression": lambda sets, gen: train_models_like_target(sets, setting=dataclasses.replace(setting, hidden=()), seed=gen),
+        "random forest": forests,
+    }
+    rows = []
+    for family in progress(list(families), desc="model families"):
+        if family not in trainers:
+            raise ValueError(f"unknown model family {family!r}; use one of {sorted(trainers)}")
+        sc = _scenario_with(setting, k, run_seed, trainers[family])
+        report = attack_scenario(sc, seed=run_seed)
+        train_acc, test_acc = sc.train_accuracy(), sc.test_accuracy()
+        rows.append({"model": family, "train acc": train_acc, "test acc": test_acc, "gap": train_acc - test_acc,
+                     "precision": report.precision, "recall": report.recall, "accuracy": report.accuracy, "AUC": report.auc})
+    return rows
+
+
+@dataclass(frozen=True)
+class DataTargetSetting(TargetSetting):
+    """A :class:`~labkit.targets.TargetSetting` whose population is a given dataset, not
+    :func:`~labkit.data.make_purchase`: ``loader()`` returns it (``n_features`` and ``n_classes``
+    must match it)."""
+
+    loader: Callable[[], Data] | None = None  # e.g. labkit.data.load_digits
+
+    def data(self) -> Data:
+        if self.loader is None:
+            return super().data()
+        data = self.loader()
+        if data.x.shape[1:] != (self.n_features,) or data.n_classes != self.n_classes:
+            raise ValueError(f"the loader gives {tuple(data.x.shape[1:])} features and {data.n_classes} classes, the setting says {self.n_features} and {self.n_classes}")
+        return data
+
+
+def table2_settings() -> dict[str, TargetSetting]:
+    """Stand-ins for the datasets of Shokri et al.'s Table II that the course can ship.
+
+    * ``"digits (MNIST stand-in)"``: scikit-learn's 8x8 digits (1,797 records), 400 per training set;
+    * ``"Location stand-in"``: synthetic, the shape of Location (446 binary features, 30 classes,
+      1,600 training records);
+    * ``"Adult stand-in"``: synthetic, a binary task on 14 binary attributes whose classes
+      overlap (Adult: 14 attributes, "income over $50K?");
+    * ``"Purchase (C)"``: :func:`purchase_target_setting` with C classes, C in 2, 10, 20, 50, 100.
+
+    All use the target's MLP (600 -> 128 -> C becomes d -> 128 -> C) and Adam recipe.
+    """
+    base = purchase_target_setting()
+    out: dict[str, TargetSetting] = {
+        "digits (MNIST stand-in)": DataTargetSetting(n_features=64, n_classes=10, n_train=400, epochs=60, loader=load_digits),
+        "Location stand-in": dataclasses.replace(base, n_samples=8_000, n_features=446, n_classes=30, n_train=1_600, strength=0.5, data_seed=1),
+        "Adult stand-in": dataclasses.replace(base, n_samples=10_000, n_features=14, n_classes=2, n_train=2_000, strength=1.4, data_seed=2),
+    }
+    for C in (2, 10, 20, 50, 100):
+        out[f"Purchase ({C})"] = dataclasses.replace(base, n_classes=C)
+    return out
+
+
+def dataset_table(settings: Mapping[str, TargetSetting] | None = None, *, k: int = 2, seed: int | torch.Generator | None = 0) -> list[dict]:
+    """Train and test accuracy of a target per dataset, and the precision of the attack on it.
+
+    Args:
+        settings: name -> target setting (default :func:`table2_settings`).
+        k: shadow models per target.
+
+    Returns:
+        rows ``{"dataset", "train records", "train acc", "test acc", "precision", "recall", "AUC"}``.
+
+    Shokri et al. (2017), Table II.
+    """
+    settings = table2_settings() if settings is None else settings
+    run_seed = spawn_seed(make_generator(seed))
+    rows = []
+    for name, setting in progress(list(settings.items()), desc="datasets"):
+        sc = make_scenario(setting, k=k, seed=run_seed)
+        report = attack_scenario(sc, seed=run_seed)
+        rows.append({"dataset": name, "train records": setting.n_train, "train acc": sc.train_accuracy(), "test acc": sc.test_accuracy(),
+                     "precision": report.precision, "recall": report.recall, "AUC": report.auc})
+    return rows
+
+
+def per_class_precision(scores: torch.Tensor, is_member: torch.Tensor, y: torch.Tensor, *, n_classes: int, threshold: float = 0.5) -> torch.Tensor:
+    """Precision of the decision ``score > threshold`` among the records of each class.
+
+    Args:
+        scores: float ``(N,)`` membership scores; is_member: bool ``(N,)``; y: int64 ``(N,)`` labels.
+        n_classes: C.
+
+    Returns:
+        float64 ``(C,)``: for class c, the fraction of members among its records called "in";
+        NaN for a class with no record called "in".
+
+    Shokri et al. (2017), Figure 4 (precision per class).
+    """
+    scores = torch.as_tensor(scores).double().flatten()
+    member = torch.as_tensor(is_member).bool().flatten()
+    y = torch.as_tensor(y).long().flatten()
+    if not scores.shape == member.shape == y.shape:
+        raise ValueError(f"scores, is_member and y must have the same length, got {scores.shape[0]}, {member.shape[0]}, {y.shape[0]}")
+    called = scores > threshold
+    hits = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, y, (called & member).double())
+    calls = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, y, called.double())
+    return torch.where(calls > 0, hits / calls.clamp_min(1), torch.full_like(calls, float("nan")))
+
+
+def per_class_precision_table(setting: TargetSetting | None = None, *, sizes: Sequence[int] = (1_000, 2_000, 4_000), k: int = 2, seed: int | torch.Generator | None = 0) -> list[dict]:
+    """The spread of the attack's precision over classes, for targets trained on more or less data.
+
+    For each training-set size ``n`` (target and shadows alike), a :func:`make_scenario` and the
+    attack on ``n`` members and ``n`` non-members.
+
+    Returns:
+        rows ``{"train records", "test acc", "min", "25%", "median", "75%", "max", "recall",
+        "per class"}``: quantiles of the per-class precision (classes with a record called "in"),
+        the overall recall, and the ``(C,)`` per-class precisions.
+
+    Shokri et al. (2017), Figure 4.
+    """
+    setting = setting or purchase_target_setting()
+    run_seed = spawn_seed(make_generator(seed))
+    rows = []
+    for n in progress([int(s) for s in sizes], desc="training-set sizes"):
+        sc = make_scenario(dataclasses.replace(setting, n_train=n), k=k, seed=run_seed)
+        gen = make_generator(run_seed)
+        attack_seed, eval_seed = spawn_seed(gen), spawn_seed(gen)  # as attack_scenario draws them
+        oracle = Oracle(sc.target)
+        result = shokri_attack(oracle, sc.splits.shadow, k=1, shadows=sc.shadows, seed=attack_seed)
+        ev = sc.evaluation_set(seed=eval_seed)
+        scores = result.score_records(oracle, ev.x, ev.y)
+        prec = per_class_precision(scores, ev.is_member, ev.y, n_classes=setting.n_classes)
+        q = torch.nanquantile(prec, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
+        rows.append({"train records": n, "test acc": sc.test_accuracy(), "min": q[0], "25%": q[1], "median": q[2], "75%": q[3], "max": q[4],
+                     "recall": evaluate_attack(scores, ev.is_member).recall, "per class": prec})
+    return rows
+
+
+def shadow_count_table(scenario: Scenario | None = None, *, counts: Sequence[int] = (1, 2, 4, 8), seed: int | torch.Generator | None = 0) -> list[dict]:
+    """Attack quality and cost against the number of shadow models.
+
+    For each count ``k``, ``k`` new shadows are trained like the target on the attacker's pool
+    of the scenario, and the attack is run with them; the time covers training the shadows, building
+    the attack set and training the attack models.
+
+    Returns:
+        rows ``{"shadows", "attack records", "precision", "recall", "accuracy", "AUC", "seconds"}``.
+
+    Shokri et al. (2017), Section V-A: more shadow models, a more accurate attack, at a higher cost.
+    """
+    gen = make_generator(seed)
+    run_seed = spawn_seed(gen)
+    scenario = scenario or make_scenario(k=1, seed=run_seed)
+    rows = []
+    for count in progress([check_int("count", c, minimum=1) for c in counts], desc="shadow counts"):
+        start = time.perf_counter()
+        shadows = train_shadow_models(scenario.splits.shadow, k=count, setting=scenario.setting, seed=spawn_seed(gen))
+        report = attack_scenario(scenario, shadows=shadows, seed=run_seed)  # includes scoring the evaluation set
+        seconds = time.perf_counter() - start
+        rows.append({"shadows": count, "attack records": 2 * count * scenario.setting.n_train, "precision": report.precision,
+                     "recall": report.recall, "accuracy": report.accuracy, "AUC": report.auc, "seconds": seconds})
     return rows
