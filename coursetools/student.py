@@ -50,7 +50,7 @@ _LAB = re.compile(r"^lab[0-9][0-9a-z]*_[a-z0-9_]+$")
 
 # What the edition's requirements pin: the course's own pins for what a student runs (no book
 # builder, no test runner, no grading database).
-STUDENT_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "tqdm",
+STUDENT_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "tqdm", "opacus",
                     "nbgrader", "jupyterlab", "notebook", "ipykernel")
 # nbgrader's instructor tools, switched off in the edition's environment (nbgrader's installation
 # docs: the lab plugins and the server extensions can be disabled one by one).
@@ -231,7 +231,8 @@ def secret_lines(root: Path) -> dict[str, str]:
     def add(text: str, origin: str) -> None:
         for line in text.splitlines():
             line = line.strip()
-            if len(line) >= MIN_LEAK_LINE and not line.startswith("#"):
+            # an import says nothing about an answer (and chapters import the same names)
+            if len(line) >= MIN_LEAK_LINE and not line.startswith(("#", "import ", "from ")):
                 found.setdefault(line, origin)
 
     for r in regions(root):
@@ -343,7 +344,7 @@ name = "labkit"
 version = "{version}"
 description = "The course's library, student edition: graded functions are left to you"
 requires-python = ">=3.10"
-dependencies = ["torch", "numpy", "scikit-learn", "matplotlib", "tqdm"]
+dependencies = {dependencies}
 
 [tool.setuptools.packages.find]
 include = ["labkit*"]
@@ -499,7 +500,9 @@ def build(root: Path, out: Path, *, make_zip: bool = True, book: bool = True,
         shutil.copytree(root / "labs", ed / "labs",
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", ".*"))
         version = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
-        (ed / "pyproject.toml").write_text(PYPROJECT.format(version=version.group(1) if version else "0"))
+        deps = re.search(r"^dependencies\s*=\s*(\[[^\]]*\])", (root / "pyproject.toml").read_text(), re.M)
+        (ed / "pyproject.toml").write_text(PYPROJECT.format(version=version.group(1) if version else "0",
+                                                            dependencies=deps.group(1) if deps else "[]"))
         (ed / "requirements.txt").write_text(_requirements(root))
         (ed / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
         (ed / "Makefile").write_text(_makefile())
