@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     setting, recipe = purchase_target_setting(), DPRecipe()
     data = setting.data()
     n = setting.n_train
-    order = torch.randperm(len(data), generator=make_generator(0))[: args.k * n].view(args.k, n)
-    xs, ys = data.x[order], data.y[order]  # (k, n, d), (k, n): each model its own records
+    gen = make_generator(0)
+    order = torch.stack([torch.randperm(len(data), generator=gen)[:n] for _ in range(args.k)])  # (k, n)
+    xs, ys = data.x[order], data.y[order]  # (k, n, d), (k, n): each model its own random records
     q = dp.sample_rate_for(n, recipe.batch_size)
     steps = args.epochs * round(1 / q)
     sigma = dp.noise_multiplier_for(8.0, delta=1 / n, sample_rate=q, steps=steps)

@@ -199,9 +199,9 @@ def train_dp_opacus(
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    engine = PrivacyEngine(accountant="rdp")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # Opacus's notices (secure RNG off, backward hooks) on every run
         warnings.simplefilter("ignore", UserWarning)
+        engine = PrivacyEngine(accountant="rdp")
         private, dp_opt, dp_loader = engine.make_private_with_epsilon(
             module=model, optimizer=opt, data_loader=loader, target_epsilon=epsilon, target_delta=delta,
             epochs=epochs, max_grad_norm=max_grad_norm, noise_generator=noise_gen,
