@@ -704,6 +704,7 @@ def fine_tune_attack(
     Returns:
         the fine-tuned copy, in eval mode.
     """
+    ### BEGIN SOLUTION lab2_watermarking
     if mode not in FINE_TUNE_MODES:
         raise ValueError(f"mode must be one of {FINE_TUNE_MODES}, got {mode!r}")
     if not isinstance(data, Data):
@@ -725,3 +726,4 @@ def fine_tune_attack(
         for p in attacked.parameters():
             p.requires_grad_(True)
     return attacked.eval()
+    ### END SOLUTION
