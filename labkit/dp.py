@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ensemble import BatchedMLP, _batched_data, _ensemble_k, _StackedAdam
+from .ensemble import BatchedMLP, _batched_data, _ensemble_k, _forward_keeping_activations, _StackedAdam
 from .utils import check_int, device_of, make_generator, progress
 
 __all__ = [
@@ -134,11 +134,7 @@ def dp_clipped_grads_batched(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor
     """
     weights, biases = list(model.weights), list(model.biases)
     relu = model.activation == "relu"
-    acts = [x]  # a_0 .. a_{L-1}, each (k, B, width)
-    for w, b in zip(weights[:-1], biases[:-1]):
-        z = torch.baddbmm(b.unsqueeze(1), acts[-1], w)
-        acts.append(z.clamp_min_(0) if relu else z.tanh_())
-    z = torch.baddbmm(biases[-1].unsqueeze(1), acts[-1], weights[-1])  # (k, B, C)
+    acts, z = _forward_keeping_activations(model, x)  # z: (k, B, C)
     logp = torch.log_softmax(z, dim=2)
     losses = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (k, B)
     delta = logp.exp_()

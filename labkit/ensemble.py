@@ -324,6 +324,18 @@ def _is_plain_batched_mlp(model: nn.Module) -> bool:
     return type(model) is BatchedMLP and all(p.requires_grad for p in model.parameters())
 
 
+def _forward_keeping_activations(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The batched MLP's forward pass, keeping what a hand-written backward needs: the inputs
+    ``a_0 .. a_{L-1}`` of every layer, each ``(k, B, width)``, and the logits ``(k, B, C)``."""
+    weights, biases = list(model.weights), list(model.biases)
+    relu = model.activation == "relu"
+    acts = [x]
+    for w, b in zip(weights[:-1], biases[:-1]):
+        z = torch.baddbmm(b.unsqueeze(1), acts[-1], w)
+        acts.append(z.clamp_min_(0) if relu else z.tanh_())
+    return acts, torch.baddbmm(biases[-1].unsqueeze(1), acts[-1], weights[-1])
+
+
 @torch.no_grad()
 def _mlp_loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, private_ops: bool = True) -> torch.Tensor:
     """Forward and backward of a BatchedMLP by hand; returns each member's mean loss ``(k,)``.
@@ -336,11 +348,7 @@ def _mlp_loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pr
     """
     weights, biases = list(model.weights), list(model.biases)
     relu = model.activation == "relu"
-    acts = [x]  # a_0 .. a_{L-1}, each (k, B, width)
-    for w, b in zip(weights[:-1], biases[:-1]):
-        z = torch.baddbmm(b.unsqueeze(1), acts[-1], w)
-        acts.append(z.clamp_min_(0) if relu else z.tanh_())
-    z = torch.baddbmm(biases[-1].unsqueeze(1), acts[-1], weights[-1])  # (k, B, C) logits
+    acts, z = _forward_keeping_activations(model, x)  # z: (k, B, C) logits
     batch = z.shape[1]
     logp = torch.log_softmax(z, dim=2)
     target = y.unsqueeze(2)  # (k, B, 1)

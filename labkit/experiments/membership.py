@@ -145,15 +145,7 @@ def make_scenario(setting: TargetSetting | None = None, *, k: int = 4, seed: int
     """
     setting = setting or purchase_target_setting()
     check_int("k", k, minimum=1)
-    data = setting.data()
-    n = setting.n_train
-    if len(data) < 4 * n:
-        raise ValueError(f"the population ({len(data)} records) must hold at least 4 * n_train = {4 * n} records")
-    gen = make_generator(seed)
-    splits = make_splits(data, target_train=n, target_test=n, shadow=len(data) - 2 * n, seed=spawn_seed(gen))
-    train, test = shadow_splits(splits.shadow, k=k, n_train=n, seed=gen)
-    models = train_models_like_target([splits.target_train, *train], setting=setting, seed=gen)
-    return Scenario(setting, splits, models[0], ShadowModels(models=models[1:], train=train, test=test))
+    return _scenario_with(setting, k, seed, lambda sets, gen: train_models_like_target(sets, setting=setting, seed=gen))
 
 
 def attack_scenario(
