@@ -322,14 +322,28 @@ def make_partial(release: nbformat.NotebookNode, solution: nbformat.NotebookNode
     return partial
 
 
-def submit(course: Path | str, student: str, lab: str, nb: nbformat.NotebookNode | Path | str) -> Path:
-    """Place a notebook as ``grading/submitted/<student>/<lab>/<lab>.ipynb`` of the course."""
-    if not isinstance(nb, nbformat.NotebookNode):
-        nb = read_notebook(nb)
+def submit(course: Path | str, student: str, lab: str, nb: nbformat.NotebookNode | Path | str | bytes) -> Path:
+    """Place a notebook as ``grading/submitted/<student>/<lab>/<lab>.ipynb`` of the course.
+
+    ``nb`` is a notebook, the path of one, or ``bytes`` written as they are (a hand-in that is not
+    a valid notebook, as a student may upload)."""
     dest = course_dir(course, "submitted") / student / lab / f"{lab}.ipynb"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(nb, bytes):
+        dest.write_bytes(nb)
+        return dest
+    if not isinstance(nb, nbformat.NotebookNode):
+        nb = read_notebook(nb)
     nbformat.write(nb, str(dest))
     return dest
+
+
+def cell_by_id(nb: nbformat.NotebookNode, grade_id: str):
+    """The one cell of ``nb`` whose nbgrader ``grade_id`` is ``grade_id`` (a ValueError otherwise)."""
+    cells = [c for c in nb.cells if _nbgrader_meta(c).get("grade_id") == grade_id]
+    if len(cells) != 1:
+        raise ValueError(f"expected one cell with grade_id {grade_id!r}, found {len(cells)}")
+    return cells[0]
 
 
 # ---------------------------------------------------------------------------------------- scores

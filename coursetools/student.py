@@ -36,13 +36,14 @@ import ast
 import dataclasses
 import html
 import io
-import json
 import re
 import shutil
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from .nbgrading import discover_labs, read_notebook
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?P<rest>.*)$")
 END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
@@ -171,18 +172,8 @@ def regions(root: Path) -> list[Region]:
     return found
 
 
-def labs(root: Path) -> list[str]:
-    return sorted(p.name for p in (Path(root) / "solutions").iterdir()
-                  if p.is_dir() and (p / f"{p.name}.ipynb").is_file())
-
-
-def _cells(notebook: Path) -> list[dict]:
-    return json.loads(notebook.read_text())["cells"]
-
-
-def _src(cell: dict) -> str:
-    s = cell.get("source", "")
-    return "".join(s) if isinstance(s, list) else s
+def _cells(notebook: Path) -> list:
+    return read_notebook(notebook).cells
 
 
 def task_of(root: Path, lab: str, name: str) -> Task:
@@ -191,10 +182,10 @@ def task_of(root: Path, lab: str, name: str) -> Task:
     if not nb.is_file():
         raise EditionError(f"a region is marked for {lab!r}, but there is no solutions/{lab}/{lab}.ipynb")
     cells = _cells(nb)
-    title = re.match(r"#\s*(Lab \w+)", _src(cells[0]))
+    title = re.match(r"#\s*(Lab \w+)", cells[0].source)
     heading = None
     for cell in cells:
-        src = _src(cell)
+        src = cell.source
         if cell["cell_type"] == "markdown":
             for line in src.splitlines():
                 if re.match(r"^##\s+Task\b", line):
@@ -237,9 +228,9 @@ def secret_lines(root: Path) -> dict[str, str]:
 
     for r in regions(root):
         add("\n".join(r.code), f"{r.path} ({r.function})")
-    for lab in labs(root):
+    for lab in discover_labs(root):
         for cell in _cells(root / "solutions" / lab / f"{lab}.ipynb"):
-            src, meta = _src(cell), cell.get("metadata", {}).get("nbgrader", {})
+            src, meta = cell.source, cell.get("metadata", {}).get("nbgrader", {})
             gid = meta.get("grade_id", "?")
             for block in _blocks(src, "### BEGIN SOLUTION", "### END SOLUTION"):
                 add(block, f"solutions/{lab} ({gid}, solution)")
@@ -404,7 +395,7 @@ def _makefile() -> str:
 def _readme(root: Path, lab_names: list[str], tasks: dict[str, Task], unlocked: set[str], book: bool) -> str:
     rows = []
     for lab in lab_names:
-        title = re.match(r"#\s*(.+)", _src(_cells(root / "labs" / lab / f"{lab}.ipynb")[0]))
+        title = re.match(r"#\s*(.+)", _cells(root / "labs" / lab / f"{lab}.ipynb")[0].source)
         funcs = sorted(f for f, t in tasks.items() if t.lab == lab)
         stubbed = "shipped whole (unlocked by your instructor)" if lab in unlocked else ", ".join(f"`{f}`" for f in funcs) or "none"
         rows.append(f"| `labs/{lab}/{lab}.ipynb` | {title.group(1) if title else lab} | {stubbed} |")
@@ -467,7 +458,7 @@ def build(root: Path, out: Path, *, make_zip: bool = True, book: bool = True,
           unlock: tuple[str, ...] = ()) -> Path:
     """Assemble the student edition of the course at ``root`` into ``out`` (replaced); return it."""
     root, out = Path(root).resolve(), Path(out).resolve()
-    lab_names = labs(root)
+    lab_names = discover_labs(root)
     unknown = sorted(set(unlock) - set(lab_names))
     if unknown:
         raise EditionError(f"--unlock names no lab: {unknown}; the labs are {lab_names}")

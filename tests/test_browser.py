@@ -10,7 +10,6 @@ PyPI (`playwright`); Playwright's own browser download is not used.
 """
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from coursetools import nbgrading
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -105,9 +106,8 @@ def _sidebar_tabs(page) -> list[str]:
 
 
 def _first_solution(lab: str) -> str:
-    nb = json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text())
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get("solution"))
-    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*\n?", "", "".join(cell["source"]), flags=re.M)
+    nb = nbgrading.read_notebook(ROOT / "solutions" / lab / f"{lab}.ipynb")
+    return nbgrading.strip_solution_markers(nbgrading.solution_code_cells(nb)[0].source)
 
 
 def _test_docstrings(lab: str) -> list[str]:

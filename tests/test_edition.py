@@ -18,10 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursetools import student
+from coursetools import nbgrading, student
 
 ROOT = Path(__file__).resolve().parents[1]
-LABS = student.labs(ROOT)
+LABS = nbgrading.discover_labs(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def _pasted(released: Path, lab: str) -> nbformat.NotebookNode:
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and meta.get("solution"):
-            cell.source = re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*\n?", "", sol[meta["grade_id"]].source, flags=re.M)
+            cell.source = nbgrading.strip_solution_markers(sol[meta["grade_id"]].source)
     return nb
 
 

@@ -112,11 +112,6 @@ def test_grade_refuses_an_unreachable_gradebook_and_names_it(tmp_path):
 
 
 # -------------------------------------------------------------------- slow: real PostgreSQL
-def _cell(nb, grade_id):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
 def _course(path: Path) -> Path:
     course = nbgrading.make_course(path, [LAB], source=FIXTURE)
     with open(course / "nbgrader_config.py", "a") as fh:
@@ -124,7 +119,7 @@ def _course(path: Path) -> Path:
     sol = nbgrading.read_notebook(FIXTURE / "solutions" / LAB / f"{LAB}.ipynb")
     nbgrading.submit(course, "alice", LAB, sol)                          # all correct: 20
     dave = copy.deepcopy(sol)
-    _cell(dave, "mean").source = "raise RuntimeError('dave broke it')"  # task 2 lost: 10
+    nbgrading.cell_by_id(dave, "mean").source = "raise RuntimeError('dave broke it')"  # task 2 lost: 10
     nbgrading.submit(course, "dave", LAB, dave)
     bad = nbgrading.course_dir(course, "submitted") / "hank" / LAB / f"{LAB}.ipynb"
     bad.parent.mkdir(parents=True)

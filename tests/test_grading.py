@@ -33,11 +33,6 @@ def _solution():
     return nbgrading.read_notebook(FIXTURE / "solutions" / LAB / f"{LAB}.ipynb")
 
 
-def _cell(nb, grade_id):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
 def _visible_text(path):
     """The text a reader of an HTML page sees (tags stripped, entities decoded)."""
     return html.unescape(re.sub(r"<[^>]+>", "", Path(path).read_text()))
@@ -179,25 +174,25 @@ def test_make_course_refuses_unknown_lab(tmp_path):
 
 # --------------------------------------------------------------------- slow: real nbgrader
 def _submissions():
-    """Student -> notebook (or raw text) exercising each way a submission can go wrong."""
+    """Student -> notebook (or raw bytes) exercising each way a submission can go wrong."""
     sol = _solution()
     subs = {"alice": sol}                                            # all correct
     bob = copy.deepcopy(sol)                                         # loops forever in task 1's cell
-    _cell(bob, "add").source = "while True:\n    pass\n" + _cell(bob, "add").source
+    nbgrading.cell_by_id(bob, "add").source = "while True:\n    pass\n" + nbgrading.cell_by_id(bob, "add").source
     subs["bob"] = bob
     carol = copy.deepcopy(sol)                                       # kills its kernel
-    _cell(carol, "mean").source = "import os\nos._exit(1)"
+    nbgrading.cell_by_id(carol, "mean").source = "import os\nos._exit(1)"
     subs["carol"] = carol
     dave = copy.deepcopy(sol)                                        # raises in task 2's cell
-    _cell(dave, "mean").source = "raise RuntimeError('dave broke it')"
+    nbgrading.cell_by_id(dave, "mean").source = "raise RuntimeError('dave broke it')"
     subs["dave"] = dave
     ivan = copy.deepcopy(sol)                                        # fails a visible test
-    _cell(ivan, "add").source = _cell(ivan, "add").source.replace("return a + b", "return a - b")
+    nbgrading.cell_by_id(ivan, "add").source = nbgrading.cell_by_id(ivan, "add").source.replace("return a + b", "return a - b")
     subs["ivan"] = ivan
     gina = copy.deepcopy(sol)                                        # passes visible, fails hidden test
-    _cell(gina, "add").source = _cell(gina, "add").source.replace("return a + b", "return abs(a) + b")
+    nbgrading.cell_by_id(gina, "add").source = nbgrading.cell_by_id(gina, "add").source.replace("return a + b", "return abs(a) + b")
     subs["gina"] = gina
-    subs["hank"] = "{ this is not a notebook"                        # unreadable file
+    subs["hank"] = b"{ this is not a notebook"                        # unreadable file
     return subs
 
 
@@ -209,12 +204,7 @@ def graded(tmp_path_factory):
     with open(course / "nbgrader_config.py", "a") as fh:
         fh.write(f"\nc.Execute.timeout = {CELL_TIMEOUT}\n")
     for student, nb in _submissions().items():
-        if isinstance(nb, str):
-            path = nbgrading.course_dir(course, "submitted") / student / LAB / f"{LAB}.ipynb"
-            path.parent.mkdir(parents=True)
-            path.write_text(nb)
-        else:
-            nbgrading.submit(course, student, LAB, nb)
+        nbgrading.submit(course, student, LAB, nb)
     # erin hands in the untouched release.
     release = nbgrading.generate_assignment(course, LAB)
     nbgrading.submit(course, "erin", LAB, release)
@@ -271,7 +261,7 @@ def test_infinite_loop_is_interrupted_by_cell_timeout(graded):
     log = (graded["course"] / "grading" / "logs" / f"bob__{LAB}.log").read_text()
     assert f"Timeout waiting for execute reply ({CELL_TIMEOUT}s)" in log
     autograded = nbgrading.read_notebook(graded["course"] / "grading" / "autograded" / "bob" / LAB / f"{LAB}.ipynb")
-    enames = [o.get("ename") for o in _cell(autograded, "add").outputs if o.output_type == "error"]
+    enames = [o.get("ename") for o in nbgrading.cell_by_id(autograded, "add").outputs if o.output_type == "error"]
     assert "CellTimeoutError" in enames
     # bob's autograde (and feedback) took far less than the course's 300 s per cell.
     (line,) = [ln for ln in graded["proc"].stdout.splitlines()
@@ -291,7 +281,7 @@ def test_feedback_html_hides_hidden_tests(graded):
     # gina's failing hidden assert is quoted by the traceback nbgrader stored: the plugin is what
     # keeps it out of the HTML.
     assert "hidden-check-add" in "".join(
-        "".join(o.get("traceback", [])) for o in _cell(
+        "".join(o.get("traceback", [])) for o in nbgrading.cell_by_id(
             nbgrading.read_notebook(autograded / "gina" / LAB / f"{LAB}.ipynb"), "test_add").outputs)
     assert "AssertionError" in _visible_text(feedback / "gina" / LAB / f"{LAB}.html")
     # ivan's visible test fails: its message helps him and quotes nothing hidden, so he sees it

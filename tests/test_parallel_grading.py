@@ -34,24 +34,19 @@ def _solution():
     return nbgrading.read_notebook(FIXTURE / "solutions" / LAB / f"{LAB}.ipynb")
 
 
-def _cell(nb, grade_id):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
 def _submissions():
-    """Student -> notebook (or raw text): correct, looping, kernel-killing, raising, blank, not a notebook."""
+    """Student -> notebook (or raw bytes): correct, looping, kernel-killing, raising, blank, not a notebook."""
     sol = _solution()
     bob = copy.deepcopy(sol)
-    _cell(bob, "add").source = "while True:\n    pass\n" + _cell(bob, "add").source
+    nbgrading.cell_by_id(bob, "add").source = "while True:\n    pass\n" + nbgrading.cell_by_id(bob, "add").source
     carol = copy.deepcopy(sol)
-    _cell(carol, "mean").source = "import os\nos._exit(1)"
+    nbgrading.cell_by_id(carol, "mean").source = "import os\nos._exit(1)"
     dave = copy.deepcopy(sol)
-    _cell(dave, "mean").source = "raise RuntimeError('dave broke it')"
+    nbgrading.cell_by_id(dave, "mean").source = "raise RuntimeError('dave broke it')"
     erin = copy.deepcopy(sol)
     for c in nbgrading.solution_code_cells(erin):
         c.source = "# YOUR CODE HERE\nraise NotImplementedError()"
-    return {"alice": sol, "bob": bob, "carol": carol, "dave": dave, "erin": erin, "hank": "{ not a notebook"}
+    return {"alice": sol, "bob": bob, "carol": carol, "dave": dave, "erin": erin, "hank": b"{ not a notebook"}
 
 
 def _course(path: Path, students=None) -> Path:
@@ -61,12 +56,7 @@ def _course(path: Path, students=None) -> Path:
     for student, nb in _submissions().items():
         if students is not None and student not in students:
             continue
-        if isinstance(nb, str):
-            dest = nbgrading.course_dir(course, "submitted") / student / LAB / f"{LAB}.ipynb"
-            dest.parent.mkdir(parents=True)
-            dest.write_text(nb)
-        else:
-            nbgrading.submit(course, student, LAB, nb)
+        nbgrading.submit(course, student, LAB, nb)
     return course
 
 

@@ -69,11 +69,6 @@ def test_grade_refuses_without_bwrap_and_says_how_to_install(tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------ attackers
-def _cell(nb, grade_id):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
 ATTACKS = {
     # print every file under the course and the repository that holds hidden tests
     "mallory_reads": """
@@ -153,7 +148,7 @@ def attacked(tmp_path_factory):
     nbgrading.submit(course, "alice", LAB, solution)  # graded before the attackers
     for name, attack in ATTACKS.items():
         nb = copy.deepcopy(release)
-        _cell(nb, "add").source = prelude + attack + "\n" + _cell(nb, "add").source
+        nbgrading.cell_by_id(nb, "add").source = prelude + attack + "\n" + nbgrading.cell_by_id(nb, "add").source
         nbgrading.submit(course, name, LAB, nb)
     nbgrading.submit(course, "zoe", LAB, solution)  # graded after them
     submitted = nbgrading.course_dir(course, "submitted")
@@ -202,7 +197,7 @@ def test_the_gradebook_holds_the_right_scores(attacked):
 def test_attackers_saw_nothing_and_their_feedback_shows_no_hidden_test(attacked):
     course = attacked["course"]
     for name in ATTACKS:
-        out = "".join(o.get("text", "") for o in _cell(nbgrading.read_notebook(
+        out = "".join(o.get("text", "") for o in nbgrading.cell_by_id(nbgrading.read_notebook(
             course / "grading" / "autograded" / name / LAB / f"{LAB}.ipynb"), "add").outputs)
         for sign in ("LEAK", "hidden-check", "WROTE", "OVERWROTE", "CONNECTED"):
             assert sign not in out, (name, out)
