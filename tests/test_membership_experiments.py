@@ -51,6 +51,8 @@ def test_model_family_table_uses_the_same_records_for_every_family():
         assert 0 <= r["precision"] <= 1 and 0 <= r["AUC"] <= 1
     forest = next(r for r in rows if r["model"] == "random forest")
     assert forest["train acc"] > 0.95  # a forest fits its training set
+    # a tree grown on a record votes for its label: members get more confidence than non-members
+    assert 0 <= forest["conf non-members"] < forest["conf members"] <= 1
     with pytest.raises(ValueError, match="unknown model family"):
         exm.model_family_table(TINY, families=("svm",), k=1)
 
