@@ -199,11 +199,13 @@ def reference_or(reference: Callable, yours: Callable) -> Callable:
 
 
 def autograding() -> bool:
-    """True while nbgrader autogrades the notebook (it sets ``NBGRADER_EXECUTION=autograde``).
+    """True while nbgrader executes the notebook to grade it or to validate it (it sets
+    ``NBGRADER_EXECUTION`` to ``autograde`` or ``validate``).
 
     Cells that only illustrate (a long sweep, a big table) check it to run smaller or not at all
-    under the grader; no graded result may depend on it.
+    under the grader, and under the student's Validate button, which runs the same tests; no graded
+    result may depend on it.
     """
     import os
 
-    return os.environ.get("NBGRADER_EXECUTION") == "autograde"
+    return os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate")
