@@ -4,17 +4,22 @@ Carlini et al. (2019, "The Secret Sharer") insert a *canary*, a sentence holding
 secret such as ``"my PIN is 4 8 1 5 9 2"``, ``r`` times into a language model's training text.
 They then rank the true secret among all candidate secrets by the model's log-perplexity; the
 *exposure* ``log2 |R| - log2 rank`` says how many bits of the secret the model gives away.
-Carlini et al. (2021) extract such sequences from GPT-2 by decoding from a prefix.
+Carlini et al. (2021) extract training text from GPT-2 without knowing a prefix: they sample many
+generations, rank them by membership metrics (the model's perplexity, alone or relative to zlib's
+compressed length or to a second, reference model) and read the top of the ranking.
 
 Everything here is small enough for a CPU: a synthetic template corpus (deterministic by seed),
 a one-layer GRU over characters, exact enumeration of all ``10^k`` candidates (batched over a
-tree of shared prefixes) and beam-search extraction. The whole canary experiment (one model per
-insertion count) is :func:`labkit.experiments.memorization.canary_experiment`; the generalization
+tree of shared prefixes), beam-search extraction, and batched sampling with ranking for the
+2021 attack. The whole canary experiment (one model per
+insertion count) is :func:`labkit.experiments.memorization.canary_experiment`, the 2021 attack
+:func:`labkit.experiments.memorization.extraction_experiment`; the generalization
 gap of classifiers is :func:`labkit.metrics.generalization_gap`.
 """
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +46,15 @@ __all__ = [
     "Extraction",
     "extract_secret",
     "generate",
+    "sample_generations",
+    "deduplicate",
+    "text_log_perplexities",
+    "zlib_entropy",
+    "ExtractionScores",
+    "extraction_scores",
+    "GenerationRanking",
+    "rank_generations",
+    "secrets_in_top",
 ]
 
 LN2 = math.log(2.0)
@@ -181,17 +195,35 @@ def _sentence(gen: torch.Generator) -> str:
     return f"my {p(_NOUNS)} is {p(_ADJS)} and {p(_ADJS)}."
 
 
-def make_corpus(n_sentences: int = 500, *, canaries: Sequence[Canary] = (), seed: int | torch.Generator | None = 0) -> str:
+_FILLER_WORDS = ["ha", "la", "no", "ok", "yes", "0", "1", "9"]
+
+
+def _filler(gen: torch.Generator) -> str:
+    word = _pick(gen, _FILLER_WORDS)
+    return " ".join([word] * int(torch.randint(4, 13, (1,), generator=gen))) + "."
+
+
+def make_corpus(
+    n_sentences: int = 500,
+    *,
+    canaries: Sequence[Canary] = (),
+    fillers: int = 0,
+    seed: int | torch.Generator | None = 0,
+) -> str:
     """Generate a synthetic training text from templates, with canaries inserted.
 
     Sentences are drawn from eight templates over small word lists; four of them carry random
     digit strings written like the canaries (``"4 8 1"``), so the model learns that digits are
-    unpredictable there. Each canary sentence is inserted ``canary.insertions`` times at
-    uniformly random sentence positions. One sentence per line.
+    unpredictable there. ``fillers`` generic, repetitive lines (``"ha ha ha ha ha."``: one word
+    repeated 4 to 12 times), the toy's stand-in for the boilerplate that every web corpus shares,
+    are mixed in at random positions. Each canary sentence is then inserted ``canary.insertions``
+    times at uniformly random sentence positions. One sentence per line.
 
     Args:
-        n_sentences: number of template sentences (canary copies come on top).
+        n_sentences: number of template sentences (canary copies and fillers come on top).
         canaries: the canaries to insert.
+        fillers: number of repetitive filler lines (0: none, and the text is the same as without
+            the option).
         seed: seed or generator; the same seed gives the same text.
 
     Returns:
@@ -199,8 +231,13 @@ def make_corpus(n_sentences: int = 500, *, canaries: Sequence[Canary] = (), seed
     """
     if isinstance(n_sentences, bool) or not isinstance(n_sentences, int) or n_sentences < 1:
         raise ValueError(f"n_sentences must be a positive int, got {n_sentences!r}")
+    if isinstance(fillers, bool) or not isinstance(fillers, int) or fillers < 0:
+        raise ValueError(f"fillers must be an int >= 0, got {fillers!r}")
     gen = make_generator(seed)
     lines = [_sentence(gen) for _ in range(n_sentences)]
+    for _ in range(fillers):
+        line = _filler(gen)
+        lines.insert(int(torch.randint(0, len(lines) + 1, (1,), generator=gen)), line)
     for canary in canaries:
         if not isinstance(canary, Canary):
             raise ValueError(f"canaries must be Canary objects, got {type(canary).__name__}")
@@ -549,3 +586,324 @@ def generate(model: nn.Module, vocab: Vocab, prompt: str, *, n_chars: int = 40, 
         out.append(nxt)
         logits, state = model(torch.tensor([[nxt]], device=device), state)
     return vocab.decode(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction without a prefix: sample, deduplicate, rank by membership metrics (Carlini et al. 2021)
+
+
+@torch.no_grad()
+def sample_generations(
+    model: nn.Module,
+    vocab: Vocab,
+    n: int,
+    *,
+    length: int = 48,
+    temperature: float = 1.0,
+    prompt: str = "",
+    context: str = "\n",
+    stop: str | None = "\n",
+    seed: int | torch.Generator | None = 0,
+    batch_size: int = 1024,
+) -> list[str]:
+    """Draw ``n`` texts from a language model by temperature sampling, ``batch_size`` at a time.
+
+    Every sample continues ``context + prompt``: the model reads it once, its state is copied to
+    the whole batch, and each step draws one character per row from
+    ``softmax(logits / temperature)``. A sample ends before its first ``stop`` character (for the
+    corpus of :func:`make_corpus`, ``"\\n"`` ends a sentence) or after ``length`` characters.
+
+    Args:
+        model: a recurrent LM ``(ids (B, T), state) -> (logits (B, T, V), state)`` whose state has
+            the batch in dimension 1, like ``torch.nn.GRU``'s ``(layers, B, H)``.
+        vocab: its vocabulary.
+        n: number of samples.
+        length: most characters generated per sample (after the prompt).
+        temperature: > 0; 1 samples the model's own distribution, lower values sharpen it
+            (towards greedy decoding), higher ones flatten it.
+        prompt: text every sample starts with (part of the returned text; default none).
+        context: text fed before the prompt and not returned (default ``"\\n"``, a sentence start).
+        stop: a character that ends a sample (not returned), or None for samples of exactly
+            ``length`` characters.
+        seed: seed or generator of the draws; the same seed gives the same samples.
+        batch_size: samples drawn in parallel.
+
+    Returns:
+        ``n`` strings, ``prompt`` followed by at most ``length`` generated characters (possibly
+        just the prompt, when the first draw is ``stop``), in the order drawn.
+
+    Reference: Carlini et al. (2021), Section 4.1 (generating many samples; they sample GPT-2
+    with top-k = 40 from an empty prompt, with a decaying temperature, and from web-text prompts).
+    """
+    for name, v in (("n", n), ("length", length), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not context + prompt:
+        raise ValueError("context + prompt must hold at least one character: the first draw needs a context")
+    if stop is not None and (not isinstance(stop, str) or len(stop) != 1 or stop not in vocab.index):
+        raise ValueError(f"stop must be one character of the vocabulary or None, got {stop!r}")
+    gen = make_generator(seed)
+    device = device_of(model)
+    model.eval()
+    logits, state = model(vocab.encode(context + prompt).to(device)[None])  # (1, L, V), (layers, 1, H)
+    stop_id = vocab.index[stop] if stop is not None else -1
+    out: list[str] = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        last = logits[:, -1].expand(b, -1)  # (b, V)
+        st = state.expand(-1, b, -1).contiguous()  # (layers, b, H)
+        rows = torch.empty(b, length, dtype=torch.int64)  # (b, length), drawn ids
+        done = torch.zeros(b, dtype=torch.bool)
+        steps = 0
+        for t in range(length):
+            p = torch.softmax(last.double() / temperature, dim=-1).cpu()  # (b, V)
+            nxt = torch.multinomial(p, 1, generator=gen)  # (b, 1)
+            rows[:, t] = nxt[:, 0]
+            steps = t + 1
+            done |= nxt[:, 0] == stop_id
+            if bool(done.all()):
+                break
+            step_logits, st = model(nxt.to(device), st)  # (b, 1, V)
+            last = step_logits[:, -1]
+        for row in rows[:, :steps].tolist():
+            if stop_id in row:
+                row = row[: row.index(stop_id)]
+            out.append(prompt + vocab.decode(row))
+    return out
+
+
+def deduplicate(texts: Sequence[str]) -> list[str]:
+    """The distinct non-empty texts, each at its first position (exact matching).
+
+    Carlini et al. (2021) deduplicate their samples before ranking (by trigram overlap, a fuzzy
+    match that this toy does not need): a string generated many times is one candidate.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a sequence of strings")
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+@torch.no_grad()
+def text_log_perplexities(model: nn.Module, vocab: Vocab, texts: Sequence[str], *, context: str = "\n", batch_size: int = 4096) -> torch.Tensor:
+    """Log-perplexity in bits of texts of any lengths (:func:`log_perplexity`, one call per length).
+
+    Args:
+        model, vocab, context, batch_size: as in :func:`log_perplexity`.
+        texts: non-empty strings, of any lengths.
+
+    Returns:
+        float64 tensor ``(N,)``, in the order of ``texts``.
+    """
+    if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise ValueError("texts must be a non-empty sequence of non-empty strings")
+    out = torch.empty(len(texts), dtype=torch.float64)
+    by_length: dict[int, list[int]] = {}
+    for i, t in enumerate(texts):
+        by_length.setdefault(len(t), []).append(i)
+    for idx in by_length.values():
+        out[idx] = log_perplexity(model, vocab, [texts[i] for i in idx], context=context, batch_size=batch_size)
+    return out
+
+
+def zlib_entropy(texts: str | Sequence[str]) -> torch.Tensor:
+    """zlib entropy: the length in bits of each text (UTF-8) compressed by ``zlib.compress``.
+
+    A text-only yardstick of how much information a string holds: repetitive strings compress
+    well and get few bits, random ones (digits, rare names) many. Short strings pay a fixed
+    overhead (about 8 bytes of zlib header and checksum), the same for every text.
+
+    Args:
+        texts: one string or a sequence of strings.
+
+    Returns:
+        float64 tensor ``(N,)`` (``(1,)`` for a single string).
+
+    Reference: Carlini et al. (2021), Section 5.1 ("zlib entropy").
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if not all(isinstance(t, str) for t in texts) or not texts:
+        raise ValueError("texts must be a string or a non-empty sequence of strings")
+    return torch.tensor([8.0 * len(zlib.compress(t.encode("utf-8"))) for t in texts], dtype=torch.float64)
+
+
+@dataclass
+class ExtractionScores:
+    """Membership scores of N generated texts, one float64 tensor ``(N,)`` per metric.
+
+    Larger means more likely memorized (a training sequence). A metric is None when its input was
+    not given.
+
+    Attributes:
+        perplexity: minus the target's log-perplexity per character (bits).
+        zlib: minus the ratio of the target's log-perplexity to the zlib entropy.
+        reference: minus the ratio of the target's log-perplexity to the reference model's.
+    """
+
+    perplexity: torch.Tensor
+    zlib: torch.Tensor
+    reference: torch.Tensor | None = None
+
+    METRICS = ("perplexity", "zlib", "reference")
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """``{metric: scores}`` for the metrics that were computed, in the order of ``METRICS``."""
+        return {m: getattr(self, m) for m in self.METRICS if getattr(self, m) is not None}
+
+
+def _bits(x, name: str, n: int | None = None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if t.dim() != 1 or t.numel() == 0 or (n is not None and t.numel() != n):
+        want = f"({n},)" if n is not None else "(N,) with N >= 1"
+        raise ValueError(f"{name} must be a 1-D tensor of shape {want}, got shape {tuple(t.shape)}")
+    t = t.double()
+    if not torch.isfinite(t).all() or not (t > 0).all():
+        raise ValueError(f"{name} must hold finite values > 0 (bits, characters), got min {float(t.min())!r}")
+    return t
+
+
+def extraction_scores(
+    log_perplexity,
+    *,
+    lengths,
+    zlib_bits,
+    reference_log_perplexity=None,
+) -> ExtractionScores:
+    """Membership scores of generated texts: perplexity, and its ratios to zlib and to a reference model.
+
+    Perplexity alone favours text that is easy for *any* model (repetitive, generic text); each
+    ratio divides the target's log-perplexity by a second measure of how easy the text is, so that
+    what remains is how much *more* the target likes it: the zlib entropy (a compressor's view),
+    or a reference model trained on other data (what is merely common, or easy for any LM). All
+    scores are negated so that larger means more likely memorized.
+
+    Args:
+        log_perplexity: float ``(N,)``, the target's log-perplexity of each text in bits (> 0).
+        lengths: ``(N,)``, the number of characters of each text (> 0).
+        zlib_bits: float ``(N,)``, the zlib entropy of each text in bits (> 0).
+        reference_log_perplexity: float ``(N,)`` (> 0) under the reference model, or None.
+
+    Returns:
+        :class:`ExtractionScores` with ``perplexity = -log_perplexity / lengths``,
+        ``zlib = -log_perplexity / zlib_bits`` and ``reference = -log_perplexity / reference_log_perplexity``
+        (float64 ``(N,)``; ``reference`` is None when its input is).
+
+    Reference: Carlini et al. (2021), Section 5.1 (the perplexity, Small and zlib metrics; their
+    Lowercase metric does not apply to this corpus, whose only capitals are in a canary).
+    """
+    ### BEGIN SOLUTION lab3_privacy_risks
+    lp = _bits(log_perplexity, "log_perplexity")
+    n = lp.numel()
+    scores = ExtractionScores(perplexity=-lp / _bits(lengths, "lengths", n), zlib=-lp / _bits(zlib_bits, "zlib_bits", n))
+    if reference_log_perplexity is not None:
+        scores.reference = -lp / _bits(reference_log_perplexity, "reference_log_perplexity", n)
+    return scores
+    ### END SOLUTION
+
+
+@dataclass
+class GenerationRanking:
+    """What :func:`rank_generations` returns: the distinct texts, their measurements and scores.
+
+    Attributes:
+        texts: the N distinct generations, in the order first drawn.
+        log_perplexity: float64 ``(N,)``, the target's log-perplexity in bits.
+        zlib_bits: float64 ``(N,)``, the zlib entropy in bits.
+        reference_log_perplexity: float64 ``(N,)`` under the reference model (None without one).
+        scores: :class:`ExtractionScores`, larger = more likely memorized.
+    """
+
+    texts: list[str]
+    log_perplexity: torch.Tensor
+    zlib_bits: torch.Tensor
+    reference_log_perplexity: torch.Tensor | None
+    scores: ExtractionScores
+
+    def order(self, metric: str) -> torch.Tensor:
+        """Indices of the texts by decreasing ``metric`` score (ties: first drawn first), int64 ``(N,)``."""
+        s = self.scores.as_dict()
+        if metric not in s:
+            raise ValueError(f"metric must be one of {list(s)}, got {metric!r}")
+        return torch.argsort(s[metric], descending=True, stable=True)
+
+    def top(self, metric: str, k: int) -> list[str]:
+        """The ``k`` texts with the highest ``metric`` score, best first."""
+        return [self.texts[i] for i in self.order(metric)[:k].tolist()]
+
+
+@torch.no_grad()
+def rank_generations(
+    model: nn.Module,
+    vocab: Vocab,
+    texts: Sequence[str],
+    *,
+    reference: nn.Module | None = None,
+    context: str = "\n",
+    batch_size: int = 4096,
+) -> GenerationRanking:
+    """Deduplicate generated texts and score them by every membership metric of Carlini et al. (2021).
+
+    Args:
+        model: the target LM (the one whose training data is sought).
+        vocab: its vocabulary (and the reference's).
+        texts: the generations, e.g. from :func:`sample_generations`; empty strings are dropped.
+        reference: a second LM trained on other data (the paper's "Small" model), or None.
+        context: text fed before each one when scoring (default ``"\\n"``).
+        batch_size: most texts per model call.
+
+    Returns:
+        :class:`GenerationRanking`.
+
+    Reference: Carlini et al. (2021), Sections 4.2 and 5.1 (deduplicate, then sort by each metric).
+    """
+    texts = deduplicate(texts)
+    if not texts:
+        raise ValueError("texts must hold at least one non-empty string")
+    lp = text_log_perplexities(model, vocab, texts, context=context, batch_size=batch_size)
+    ref = text_log_perplexities(reference, vocab, texts, context=context, batch_size=batch_size) if reference is not None else None
+    zl = zlib_entropy(texts)
+    lengths = torch.tensor([len(t) for t in texts], dtype=torch.float64)
+    scores = extraction_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
+    return GenerationRanking(texts, lp, zl, ref, scores)
+
+
+def secrets_in_top(texts: Sequence[str], scores, secrets: Sequence[str], *, ks: Sequence[int] = (10, 50, 100)) -> torch.Tensor:
+    """How many of the secrets appear among the k best-scored texts, for each k.
+
+    Texts are sorted by decreasing score (ties: the earlier text first); a secret counts once,
+    when at least one of the top k texts contains it verbatim (as a substring). A k larger than the
+    number of texts counts over all of them.
+
+    Args:
+        texts: N generated texts.
+        scores: float ``(N,)``, one membership score per text (larger = more likely memorized).
+        secrets: the strings sought (e.g. the canaries' sentences), non-empty.
+        ks: the cut-offs k (positive ints).
+
+    Returns:
+        int64 tensor ``(len(ks),)``: entry j is the number of distinct secrets found in the top ``ks[j]``.
+
+    Reference: Carlini et al. (2021), Section 6 (the number of memorized samples among the top
+    100 of each metric).
+    """
+    ### BEGIN SOLUTION lab3_privacy_risks
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a sequence of strings")
+    s = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    if s.dim() != 1 or s.numel() != len(texts):
+        raise ValueError(f"scores must have shape ({len(texts)},), one per text, got {tuple(s.shape)}")
+    if isinstance(secrets, str) or not all(isinstance(x, str) and x for x in secrets):
+        raise ValueError("secrets must be a sequence of non-empty strings")
+    if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in ks):
+        raise ValueError(f"ks must be positive ints, got {list(ks)!r}")
+    order = torch.argsort(s.double(), descending=True, stable=True).tolist()
+    unique = list(dict.fromkeys(secrets))
+    first = {}  # secret -> the best rank (0-based) of a text that contains it
+    for rank, i in enumerate(order):
+        for secret in unique:
+            if secret not in first and secret in texts[i]:
+                first[secret] = rank
+    return torch.tensor([sum(r < k for r in first.values()) for k in ks], dtype=torch.int64)
+    ### END SOLUTION

@@ -1,25 +1,35 @@
-"""Tests of labkit.memorization (Carlini et al. 2019: log-perplexity, rank, exposure, extraction)."""
+"""Tests of labkit.memorization (Carlini et al. 2019: log-perplexity, rank, exposure, extraction;
+Carlini et al. 2021: sampling, zlib entropy, ranking by membership metrics, secrets in the top k)."""
 import math
+import zlib
 
 import pytest
 import torch
 from torch import nn
 
-from labkit.experiments.memorization import canary_experiment
+from labkit.experiments.memorization import canary_experiment, extraction_experiment
 from labkit.memorization import (
     Canary,
     CharLM,
+    ExtractionScores,
     LMConfig,
     Vocab,
     canary_rank,
     candidate_log_perplexities,
+    deduplicate,
     exposure,
     extract_secret,
+    extraction_scores,
     generate,
     log_perplexity,
     make_canary,
     make_corpus,
+    rank_generations,
+    sample_generations,
+    secrets_in_top,
+    text_log_perplexities,
     train_lm,
+    zlib_entropy,
 )
 from labkit.metrics import generalization_gap
 
@@ -235,3 +245,154 @@ def test_exposure_grows_with_insertions_and_the_secret_is_extracted():
     assert res[-1].extracted_ok
     assert e[0] < 4.0
     assert not res[0].extracted_ok
+
+
+# --------------------------------------------------------------------------- Carlini et al. 2021
+class BigramLM(nn.Module):
+    """Hand-set bigram LM: ``probs[a][b]`` = Pr(next = b | last = a); a dummy state ``(1, B, 1)``."""
+
+    def __init__(self, vocab, probs):
+        super().__init__()
+        table = torch.full((len(vocab), len(vocab)), 1e-12, dtype=torch.float64)
+        for a, row in probs.items():
+            for b, p in row.items():
+                table[vocab.index[a], vocab.index[b]] = p
+        self.register_buffer("logp", torch.log(table / table.sum(1, keepdim=True)))
+
+    def forward(self, ids, state=None):
+        return self.logp[ids], torch.zeros(1, ids.shape[0], 1)  # (B, T, V), (1, B, 1)
+
+
+def test_zlib_entropy_is_low_for_repetitive_text_and_counts_compressed_bits():
+    rep = "ha " * 20
+    rnd = "".join("abcdefghijklmnopqrstuvwxyz0123456789 "[i] for i in torch.randint(0, 37, (60,), generator=torch.Generator().manual_seed(0)).tolist())
+    bits = zlib_entropy([rep, rnd])
+    assert bits.dtype == torch.float64 and bits.shape == (2,)
+    assert bits[0] < 0.5 * bits[1]
+    assert bits.tolist() == [8.0 * len(zlib.compress(t.encode())) for t in (rep, rnd)]
+    assert zlib_entropy("abc").shape == (1,)
+    with pytest.raises(ValueError):
+        zlib_entropy([])
+
+
+def test_ratios_rank_a_memorized_secret_above_generic_repetitive_text():
+    # filler: easy for the target, but also for zlib and the reference; secret: easy for the target only
+    texts = ["ha ha ha ha ha ha.", "my PIN is 4 9 3 0 3", "carol met in lima."]
+    lp = torch.tensor([4.0, 6.0, 30.0], dtype=torch.float64)  # the target's bits
+    lengths = torch.tensor([float(len(t)) for t in texts], dtype=torch.float64)
+    zl = zlib_entropy(texts)
+    ref = torch.tensor([4.5, 60.0, 32.0], dtype=torch.float64)  # the reference never saw the secret
+    sc = extraction_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
+    assert isinstance(sc, ExtractionScores)
+    assert torch.allclose(sc.perplexity, -lp / lengths, atol=1e-12)
+    assert torch.allclose(sc.zlib, -lp / zl, atol=1e-12)
+    assert torch.allclose(sc.reference, -lp / ref, atol=1e-12)
+    assert int(sc.perplexity.argmax()) == 0  # perplexity alone prefers the filler
+    assert int(sc.zlib.argmax()) == 1 and int(sc.reference.argmax()) == 1
+    assert list(sc.as_dict()) == ["perplexity", "zlib", "reference"]
+    assert extraction_scores(lp, lengths=lengths, zlib_bits=zl).reference is None
+    for bad in (dict(lengths=lengths[:2], zlib_bits=zl), dict(lengths=lengths, zlib_bits=zl, reference_log_perplexity=torch.zeros(3)),
+                dict(lengths=lengths, zlib_bits=zl.reshape(3, 1))):
+        with pytest.raises(ValueError):
+            extraction_scores(lp, **bad)
+
+
+def test_secrets_in_top_counts_each_secret_once_by_its_best_rank():
+    texts = ["x", "my PIN is 1", "my PIN is 1.", "door 22", "y", "z"]
+    scores = torch.tensor([5.0, 4.0, 6.0, 1.0, 3.0, 3.0])  # order: 2, 0, 1, 4, 5, 3
+    secrets = ["my PIN is 1", "door 22", "never"]
+    assert secrets_in_top(texts, scores, secrets, ks=(1, 2, 5, 6, 100)).tolist() == [1, 1, 1, 2, 2]
+    got = secrets_in_top(texts, scores, secrets + ["door 22"], ks=(6,))
+    assert got.dtype == torch.int64 and got.tolist() == [2]  # a repeated secret counts once
+    # ties: the earlier text first
+    assert secrets_in_top(["a", "b"], torch.tensor([1.0, 1.0]), ["b"], ks=(1, 2)).tolist() == [0, 1]
+    for bad in (dict(texts=texts, scores=scores[:5], secrets=secrets), dict(texts=texts, scores=scores, secrets=[""]),
+                dict(texts=texts, scores=scores, secrets=secrets, ks=(0,))):
+        with pytest.raises(ValueError):
+            secrets_in_top(**bad)
+
+
+def test_sampling_follows_the_model_its_seed_and_the_stop_character():
+    v = Vocab("\nab")
+    model = BigramLM(v, {"\n": {"a": 0.75, "b": 0.25}, "a": {"\n": 1.0}, "b": {"b": 0.5, "\n": 0.5}})
+    s = sample_generations(model, v, 4000, length=6, seed=0, batch_size=700)
+    assert len(s) == 4000 and set(s) <= {"a", "b", "bb", "bbb", "bbbb", "bbbbb", "bbbbbb"}
+    assert s.count("a") / 4000 == pytest.approx(0.75, abs=0.03)
+    assert s.count("bb") / 4000 == pytest.approx(0.25 * 0.25, abs=0.015)
+    assert s == sample_generations(model, v, 4000, length=6, seed=0, batch_size=700)
+    assert s != sample_generations(model, v, 4000, length=6, seed=1, batch_size=700)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert sample_generations(model, v, 50, seed=g1) == sample_generations(model, v, 50, seed=g2)
+    # no stop character: every sample has exactly `length` characters after the prompt
+    fixed = sample_generations(model, v, 20, length=5, stop=None, prompt="b", seed=0)
+    assert all(len(t) == 6 and t[0] == "b" for t in fixed)
+    for bad in (dict(n=0), dict(n=5, temperature=0.0), dict(n=5, stop="ab"), dict(n=5, length=0)):
+        with pytest.raises(ValueError):
+            sample_generations(model, v, **bad)
+
+
+def test_low_temperature_sampling_is_greedy_decoding():
+    v = Vocab()
+    model = CharLM(len(v), hidden=32, seed=4)
+    greedy = generate(model, v, "", n_chars=12)
+    assert sample_generations(model, v, 3, length=12, temperature=1e-4, stop=None, seed=0) == [greedy] * 3
+
+
+def test_rank_generations_deduplicates_and_scores_any_length():
+    v = Vocab("\nab")
+    target = BigramLM(v, {"\n": {"a": 0.9, "b": 0.1}, "a": {"a": 0.5, "b": 0.4, "\n": 0.1}, "b": {"a": 0.5, "b": 0.5}})
+    ref = BigramLM(v, {"\n": {"a": 0.5, "b": 0.5}, "a": {"a": 0.5, "b": 0.5}, "b": {"a": 0.5, "b": 0.5}})
+    texts = ["ab", "", "aab", "ab", "b", "aab"]
+    assert deduplicate(texts) == ["ab", "aab", "b"]
+    r = rank_generations(target, v, texts, reference=ref)
+    assert r.texts == ["ab", "aab", "b"]
+    want = torch.tensor([-math.log2(0.9 * 0.4), -math.log2(0.9 * 0.5 * 0.4), -math.log2(0.1)], dtype=torch.float64)
+    assert torch.allclose(r.log_perplexity, want, atol=1e-9)
+    assert torch.allclose(r.log_perplexity, text_log_perplexities(target, v, r.texts), atol=1e-12)
+    assert torch.allclose(r.reference_log_perplexity, torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64), atol=1e-9)
+    assert r.top("reference", 2) == ["ab", "aab"]  # target / reference bits: 0.74, 0.82, 3.3
+    assert r.order("perplexity").tolist() == torch.argsort(r.log_perplexity / torch.tensor([2.0, 3.0, 1.0]), stable=True).tolist()
+    with pytest.raises(ValueError):
+        r.order("lowercase")
+    with pytest.raises(ValueError):
+        rank_generations(target, v, ["", ""])
+
+
+def test_corpus_fillers_are_repetitive_lines_and_default_to_none():
+    assert make_corpus(100, fillers=0, seed=3) == make_corpus(100, seed=3)
+    lines = make_corpus(100, fillers=30, seed=3).strip().split("\n")
+    assert len(lines) == 130
+    fillers = [ln for ln in lines if len(set(ln.rstrip(".").split())) == 1]
+    assert len(fillers) >= 30 and all(4 <= len(ln.split()) <= 12 for ln in fillers)
+    with pytest.raises(ValueError):
+        make_corpus(100, fillers=-1)
+
+
+def test_sampled_canary_tops_the_reference_ranking_and_a_model_without_it_yields_none():
+    v = Vocab()
+    can = Canary(secret="31415", prefix="my PIN is", insertions=30)
+    target = CharLM(len(v), hidden=64, seed=0)
+    train_lm(target, make_corpus(150, canaries=[can], fillers=40, seed=0), v, steps=250, seed=1)
+    clean = CharLM(len(v), hidden=64, seed=0)
+    train_lm(clean, make_corpus(150, fillers=40, seed=0), v, steps=250, seed=1)
+    reference = CharLM(len(v), hidden=32, seed=2)
+    train_lm(reference, make_corpus(150, fillers=40, seed=5), v, steps=150, seed=3)
+    for model, want in ((target, 1), (clean, 0)):
+        r = rank_generations(model, v, sample_generations(model, v, 600, seed=7), reference=reference)
+        assert secrets_in_top(r.texts, r.scores.reference, [can.text], ks=(10,)).tolist() == [want]
+        if want == 0:
+            assert not any(can.text in t for t in r.texts)
+
+
+@pytest.mark.slow
+def test_extraction_experiment_ratios_beat_perplexity_and_a_clean_target_yields_nothing():
+    res = extraction_experiment(seed=0)
+    assert res.generated == 8 and res.ks == (10, 50, 100)
+    assert res.found["perplexity"][0] == 0  # the top 10 by perplexity are fillers
+    assert all(len(set(t.rstrip(".").split())) <= 2 for t in res.ranking.top("perplexity", 5))  # "ha ha ... h", cut at 64
+    assert res.found["reference"][1] == 8 and res.found["zlib"][0] > res.found["perplexity"][0]
+    assert all(res.found["reference"][j] >= res.found["perplexity"][j] for j in range(3))
+    again = extraction_experiment(seed=0, n_samples=500)
+    assert again.scenario.generations == extraction_experiment(seed=0, n_samples=500).scenario.generations
+    clean = extraction_experiment(seed=0, insertions=0, n_samples=1000)
+    assert clean.generated == 0 and all(c == [0, 0, 0] for c in clean.found.values())
