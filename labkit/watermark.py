@@ -18,6 +18,11 @@ classifier trained on clean data that stands for ``f`` (``ground_truth=``): a tr
 Removal attacks: :func:`fine_tune_attack` (FTLL, FTAL, RTLL, RTAL, Section 5.2 of the paper); the
 extraction attack (steal the marked model through its prediction API) is
 :func:`labkit.experiments.watermark.extraction_attack`.
+
+Security games: :func:`unforgeability_game` and :func:`ownership_game` are the challengers of the
+paper's unforgeability and non-trivial-ownership properties (Section 3); they play any adversary
+against any verifier and count its wins (:class:`GameResult`). The scripted adversaries and the
+verifiers with a step switched off are in :mod:`labkit.experiments.watermark`.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from .train import fit, predict, train_loop
 from .utils import (
     as_features,
     as_labels,
+    check_int,
     device_of,
     image_shape,
     labels_of,
@@ -70,6 +76,9 @@ __all__ = [
     "last_layer",
     "FINE_TUNE_MODES",
     "fine_tune_attack",
+    "GameResult",
+    "unforgeability_game",
+    "ownership_game",
 ]
 
 NONCE_BYTES = 32  # 256-bit nonces r, drawn from the operating system's CSPRNG
@@ -726,4 +735,170 @@ def fine_tune_attack(
         for p in attacked.parameters():
             p.requires_grad_(True)
     return attacked.eval()
+    ### END SOLUTION
+
+
+# --------------------------------------------------------------------------------------------
+# Security games: a challenger plays an adversary against a verifier
+# --------------------------------------------------------------------------------------------
+
+Verifier = Callable[[MarkingKey, VerificationKey, nn.Module], int]  # (mk, vk, M) -> 0 or 1
+
+
+@dataclass(frozen=True)
+class GameResult:
+    """What the challenger records over repeated plays of a security game.
+
+    Attributes:
+        outcomes: one bit per trial, 1 where the adversary won that trial.
+    """
+
+    outcomes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        outcomes = tuple(self.outcomes)
+        if not outcomes or any(isinstance(o, bool) or o not in (0, 1) for o in outcomes):
+            raise ValueError(f"outcomes must be a non-empty sequence of bits 0/1, got {outcomes!r:.80}")
+        object.__setattr__(self, "outcomes", tuple(int(o) for o in outcomes))
+
+    @property
+    def wins(self) -> int:
+        """Trials the adversary won."""
+        return sum(self.outcomes)
+
+    @property
+    def trials(self) -> int:
+        """Trials played."""
+        return len(self.outcomes)
+
+    @property
+    def win_rate(self) -> float:
+        """``wins / trials``, in ``[0, 1]``."""
+        return self.wins / self.trials
+
+    def __str__(self) -> str:
+        return f"{self.wins}/{self.trials}"
+
+
+def _check_game(verify, trials) -> int:
+    """``trials`` as an int >= 1, once ``verify`` is known to be callable."""
+    if not callable(verify):
+        raise ValueError(f"verify must be a callable (mk, vk, M) -> 0 or 1, got {type(verify).__name__}")
+    return check_int("trials", trials, minimum=1)
+
+
+def _verdict(b) -> int:
+    """The verifier's answer as an int bit; anything else is the verifier's error."""
+    if isinstance(b, torch.Tensor) and b.numel() == 1:
+        b = b.item()
+    if isinstance(b, bool) or b not in (0, 1):
+        raise ValueError(f"the verifier must return 0 or 1, got {b!r}")
+    return int(b)
+
+
+def unforgeability_game(
+    adversary: Callable[..., MarkingKey],
+    vk: VerificationKey,
+    M_hat: nn.Module,
+    *,
+    verify: Verifier,
+    trials: int = 1,
+    seed: int | torch.Generator | None = 0,
+) -> GameResult:
+    """The unforgeability game: can an adversary holding ``vk`` and ``M_hat``, but not ``mk``, claim ``M_hat``?
+
+    In each trial the challenger hands the adversary the public key and **its own copy** of the
+    marked model and receives a candidate marking key:
+    ``mk' = adversary(vk, copy.deepcopy(M_hat), seed=gen)``. It then runs the verifier on the
+    published ``vk`` and its own, untouched ``M_hat``; the adversary wins the trial when
+    ``verify(mk', vk, M_hat) == 1``. One generator ``gen = make_generator(seed)`` serves every
+    trial, so the trials differ and the whole game is reproducible.
+
+    Args:
+        adversary: a callable ``(vk, M, *, seed) -> MarkingKey`` (``seed`` receives a
+            ``torch.Generator``).
+        vk: the published verification key.
+        M_hat: the marked model the adversary wants to claim.
+        verify: the verifier, a callable ``(mk, vk, M) -> 0 or 1`` (for example Verify with its
+            ground truth and epsilon bound).
+        trials: how many times to play (>= 1).
+        seed: seed or generator for the adversary's randomness.
+
+    Returns:
+        :class:`GameResult` with one outcome per trial.
+
+    Raises:
+        ValueError: when ``vk`` is not a VerificationKey, ``trials < 1``, the adversary outputs
+            something other than a MarkingKey with ``len(vk)`` triggers, or the verifier returns
+            something other than 0 or 1.
+
+    Reference: Adi et al. (2018), Section 3 (unforgeability: an adversary that knows ``vk`` but
+    not ``mk`` cannot convince a third party that it owns the model).
+    """
+    ### BEGIN SOLUTION lab2_watermarking
+    if not isinstance(vk, VerificationKey):
+        raise ValueError(f"vk must be a VerificationKey, got {type(vk).__name__}")
+    trials = _check_game(verify, trials)
+    gen = make_generator(seed)
+    outcomes = []
+    for _ in range(trials):
+        forged = adversary(vk, copy.deepcopy(M_hat), seed=gen)  # the adversary works on its own copy
+        if not isinstance(forged, MarkingKey) or len(forged) != len(vk):
+            got = f"a MarkingKey with {len(forged)} triggers" if isinstance(forged, MarkingKey) else type(forged).__name__
+            raise ValueError(f"the adversary must output a MarkingKey with {len(vk)} triggers (one per commitment pair of vk), got {got}")
+        outcomes.append(_verdict(verify(forged, vk, M_hat)))
+    return GameResult(tuple(outcomes))
+    ### END SOLUTION
+
+
+def ownership_game(
+    adversary: Callable[..., KeyPair],
+    models: Sequence[nn.Module],
+    *,
+    verify: Verifier,
+    trials: int = 1,
+    seed: int | torch.Generator | None = 0,
+) -> GameResult:
+    """The non-trivial ownership game: can a key pair prepared in advance claim models its maker never saw?
+
+    In each trial the adversary, who knows KeyGen, Mark and Verify but sees no model, prepares a
+    key pair: ``mk, vk = adversary(seed=gen)``. Only then does the challenger bring out its
+    ``models`` (trained without the adversary); the adversary wins the trial when Verify accepts
+    at least one of them, ``verify(mk, vk, M) == 1``. One generator ``gen = make_generator(seed)``
+    serves every trial.
+
+    Args:
+        adversary: a callable ``(*, seed) -> (mk, vk)`` (a :class:`KeyPair` or a pair of a
+            MarkingKey and a VerificationKey of the same size).
+        models: the challenger's models, at least one.
+        verify: the verifier, a callable ``(mk, vk, M) -> 0 or 1``.
+        trials: how many key pairs the adversary prepares (>= 1).
+        seed: seed or generator for the adversary's randomness.
+
+    Returns:
+        :class:`GameResult` with one outcome per trial.
+
+    Raises:
+        ValueError: when ``models`` is empty, ``trials < 1``, the adversary's output is not a
+            pair ``(MarkingKey, VerificationKey)`` of one size, or the verifier returns something
+            other than 0 or 1.
+
+    Reference: Adi et al. (2018), Section 3 (non-trivial ownership: an adversary that knows the
+    algorithms cannot generate in advance a key pair that claims arbitrary models unknown to it).
+    """
+    ### BEGIN SOLUTION lab2_watermarking
+    models = list(models)
+    if not models:
+        raise ValueError("models must hold at least one model for the challenger to reveal")
+    trials = _check_game(verify, trials)
+    gen = make_generator(seed)
+    outcomes = []
+    for _ in range(trials):
+        pair = adversary(seed=gen)  # prepared before, and without, any of the models
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], MarkingKey)
+                and isinstance(pair[1], VerificationKey) and len(pair[0]) == len(pair[1])):
+            raise ValueError(f"the adversary must output (mk, vk): a MarkingKey and a VerificationKey of one size, got {type(pair).__name__}")
+        mk_a, vk_a = pair
+        outcomes.append(int(any(_verdict(verify(mk_a, vk_a, M)) for M in models)))
+    return GameResult(tuple(outcomes))
     ### END SOLUTION

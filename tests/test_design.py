@@ -237,6 +237,10 @@ def _random_calls():
         "watermark.reinitialize_": lambda s: watermark.reinitialize_(models.MLP(5, 3, hidden=(4,)), seed=s).net[0].weight,
         "watermark.mark": lambda s: watermark.mark(models.MLP(64, 10, hidden=(4,)), wm_pair.mk, small, epochs=1, seed=s).net[0].weight,
         "watermark.fine_tune_attack": lambda s: watermark.fine_tune_attack(models.MLP(64, 10, hidden=(4,)), small, mode="RTLL", epochs=1, seed=s).net[-1].weight,
+        "watermark.unforgeability_game": lambda s: torch.tensor(watermark.unforgeability_game(
+            lambda vk, M, *, seed: _coin_key(wm_pair.mk, seed), wm_pair.vk, digit_model, verify=_first_label, trials=20, seed=s).outcomes),
+        "watermark.ownership_game": lambda s: torch.tensor(watermark.ownership_game(
+            lambda *, seed: (_coin_key(wm_pair.mk, seed), wm_pair.vk), [digit_model], verify=_first_label, trials=20, seed=s).outcomes),
         "memorization.make_canary": lambda s: torch.tensor([int(c) for c in memorization.make_canary(seed=s).secret]),
         "memorization.make_corpus": lambda s: torch.tensor([ord(c) for c in memorization.make_corpus(5, seed=s)]),
         "memorization.CharLM": lambda s: memorization.CharLM(len(vocab), hidden=8, seed=s).head.weight,
@@ -274,11 +278,28 @@ def _random_calls():
         "privacy.train_dp_opacus": lambda s: privacy.train_dp_opacus(models.MLP(20, 4, hidden=(4,), seed=0), purchase.x[:64], purchase.y[:64], epsilon=4.0, epochs=1, batch_size=16, seed=s).model.net[0].weight,
         "privacy.label_only_scores": lambda s: privacy.label_only_scores(api, purchase.x[:20], purchase.y[:20], r=3, n_copies=4, seed=s).scores,
         "experiments.privacy.privacy_tradeoff": None,  # minutes: the book and Lab 5 run it
+        "experiments.watermark.security_games_table": lambda s: torch.tensor([r["v"].outcomes for r in exwm.security_games_table(
+            wm_pair.vk, digit_model, [digit_model], verifiers={"v": _first_label}, unforgers={"a": lambda vk, M, *, seed: _coin_key(wm_pair.mk, seed)},
+            owners={"b": lambda *, seed: (_coin_key(wm_pair.mk, seed), wm_pair.vk)}, trials=20, seed=s)]),
         "experiments.watermark.extraction_attack": lambda s: exwm.extraction_attack(victim, purchase.x[:30], models.LogisticRegression(20, 4), epochs=1, seed=s).linear.weight,
     }
 
 
 _SCENARIO = {}
+
+
+def _coin_key(mk, gen):
+    """``mk`` with a coin from ``gen`` as its first trigger label (a seeded adversary for the game probes)."""
+    from labkit import watermark
+
+    T_L = mk.T_L.clone()
+    T_L[0] = int(torch.randint(0, 2, (1,), generator=gen))
+    return watermark.MarkingKey(watermark.Backdoor(mk.T, T_L), mk.r_t, mk.r_L)
+
+
+def _first_label(mk, vk, M):
+    """A verifier that accepts when the first trigger label is 1."""
+    return int(mk.T_L[0])
 
 
 def _dp_fit(s):

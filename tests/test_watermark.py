@@ -436,3 +436,141 @@ def test_brute_force_opening_recovers_an_unsalted_label_but_not_a_commitment():
     assert brute_force_opening(commit(42).c, range(100)) is None  # the nonce hides the label
     img = torch.rand(1, 8, 8)
     assert brute_force_opening(hashlib.sha256(encode(img)).digest(), [torch.zeros(1, 8, 8), img]) is img
+
+
+# ----------------------------------------------------------------------------- security games
+from labkit.experiments import watermark as exwm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def games(world):
+    """The three verifiers and the five scripted adversaries of the book's table, on the world's key."""
+    f, s = world["f"], world["splits"]
+    verifiers = {skip: exwm.verifier(wm.verify, ground_truth=f, epsilon=EPS, skip=skip) for skip in (None, "commitments", "labels")}
+    pool = torch.cat([wm.abstract_images(1000, seed=777), s.attacker.x])
+    unforgers = {"seeds": exwm.SeedGuesser(f, n_classes=10), "disagreement": exwm.DisagreementForger(pool, f),
+                 "replay": exwm.Replay(wm.keygen(N, ground_truth=f, seed=5).mk)}
+    owners = {"real digits": exwm.RealDataForger(s.target_test.x, s.target_test.y, n=N), "own keygen": exwm.OwnKeyGen(f, n=N)}
+    models = [world["marked"], *world["unmarked"]]
+    return dict(verifiers=verifiers, unforgers=unforgers, owners=owners, models=models)
+
+
+def _play(world, games, game, adversary, skip, trials=3):
+    ver = games["verifiers"][skip]
+    if game == "unforgeability":
+        return wm.unforgeability_game(games["unforgers"][adversary], world["vk"], world["marked"], verify=ver, trials=trials, seed=0)
+    return wm.ownership_game(games["owners"][adversary], games["models"], verify=ver, trials=trials, seed=0)
+
+
+def test_the_verifiers_agree_with_verify_on_honest_keys(world, games):
+    for ver in games["verifiers"].values():
+        assert ver(world["mk"], world["vk"], world["marked"]) == 1
+        assert ver(world["mk"], world["vk"], world["unmarked"][0]) == 0
+
+
+def test_real_verify_makes_every_scripted_adversary_lose(world, games):
+    for name in games["unforgers"]:
+        assert _play(world, games, "unforgeability", name, None).wins == 0, name
+    for name in games["owners"]:
+        assert _play(world, games, "ownership", name, None).wins == 0, name
+
+
+def test_each_broken_verifier_loses_to_the_adversary_it_should(world, games):
+    # without step 2 (commitments): the adversaries that recover or build a trigger set win every trial
+    for name in ("seeds", "disagreement"):
+        assert _play(world, games, "unforgeability", name, "commitments").win_rate == 1.0, name
+    assert _play(world, games, "unforgeability", "replay", "commitments").wins == 0  # M_hat ignores another key
+    assert _play(world, games, "ownership", "real digits", "commitments").wins == 0  # step 1 still stops it
+    # without step 1 (T_L != f): the real-data forger claims the models it never saw
+    assert _play(world, games, "ownership", "real digits", "labels").win_rate == 1.0
+    for name in games["unforgers"]:
+        assert _play(world, games, "unforgeability", name, "labels").wins == 0, name  # step 2 still stops them
+    assert _play(world, games, "ownership", "own keygen", "labels").wins == 0
+
+
+def test_security_games_table_has_a_row_per_adversary_and_a_column_per_verifier(world, games):
+    named = {"Verify": games["verifiers"][None], "no step 2": games["verifiers"]["commitments"]}
+    rows = exwm.security_games_table(world["vk"], world["marked"], games["models"], verifiers=named,
+                                     unforgers={"replay": games["unforgers"]["replay"]}, owners={"real digits": games["owners"]["real digits"]}, trials=2)
+    assert [(r["game"], r["adversary"]) for r in rows] == [("unforgeability", "replay"), ("non-trivial ownership", "real digits")]
+    assert all(str(r[v]) == "0/2" for r in rows for v in named)
+
+
+class _Coin:
+    """An adversary whose key carries a coin from the game's generator in its first label; it records its calls."""
+
+    def __init__(self, mk):
+        self.mk, self.calls = mk, []
+
+    def __call__(self, vk, M, *, seed):
+        assert isinstance(seed, torch.Generator)
+        self.calls.append(M)
+        T_L = self.mk.T_L.clone()
+        T_L[0] = int(torch.randint(0, 2, (1,), generator=seed))
+        return wm.MarkingKey(wm.Backdoor(self.mk.T, T_L), self.mk.r_t, self.mk.r_L)
+
+
+def _first_label(mk, vk, M):
+    return int(mk.T_L[0])
+
+
+def test_a_game_result_counts_trials_and_wins(world):
+    r = wm.GameResult((1, 0, 1, 1))
+    assert (r.wins, r.trials, r.win_rate, str(r)) == (3, 4, 0.75, "3/4")
+    coin = _Coin(world["mk"])
+    res = wm.unforgeability_game(coin, world["vk"], world["marked"], verify=_first_label, trials=40, seed=3)
+    assert res.trials == 40 == len(coin.calls) and 5 < res.wins < 35
+    assert res == wm.unforgeability_game(_Coin(world["mk"]), world["vk"], world["marked"], verify=_first_label, trials=40, seed=3)
+    # ownership: a trial is won when Verify accepts at least one model
+    pair = wm.KeyPair(world["mk"], world["vk"])
+    accept_marked = lambda mk, vk, M: int(M is world["marked"])  # noqa: E731
+    assert wm.ownership_game(lambda *, seed: pair, world["unmarked"], verify=accept_marked, trials=3).outcomes == (0, 0, 0)
+    assert wm.ownership_game(lambda *, seed: pair, [*world["unmarked"], world["marked"]], verify=accept_marked, trials=3).outcomes == (1, 1, 1)
+
+
+def test_the_unforgeability_adversary_plays_on_its_own_copy(world):
+    M_hat = world["marked"]
+    before = [p.detach().clone() for p in M_hat.parameters()]
+
+    def vandal(vk, M, *, seed):
+        assert M is not M_hat
+        with torch.no_grad():
+            for p in M.parameters():
+                p.zero_()
+        return world["mk"]
+
+    seen = []
+    assert wm.unforgeability_game(vandal, world["vk"], M_hat, verify=lambda mk, vk, M: seen.append(M) or 1).wins == 1
+    assert seen == [M_hat] and all(torch.equal(p, q) for p, q in zip(M_hat.parameters(), before))
+
+
+def test_the_games_reject_bad_input(world):
+    mk, vk, M = world["mk"], world["vk"], world["marked"]
+    replay = lambda vk_, M_, *, seed: mk  # noqa: E731
+    yes = lambda mk_, vk_, M_: 1  # noqa: E731
+    for bad in ((), (2,), (1, True), (0.5,)):
+        with pytest.raises(ValueError, match="outcomes"):
+            wm.GameResult(bad)
+    with pytest.raises(ValueError, match="trials"):
+        wm.unforgeability_game(replay, vk, M, verify=yes, trials=0)
+    with pytest.raises(ValueError, match="VerificationKey"):
+        wm.unforgeability_game(replay, mk, M, verify=yes)
+    with pytest.raises(ValueError, match="callable"):
+        wm.unforgeability_game(replay, vk, M, verify=None)
+    short = wm.MarkingKey(wm.Backdoor(mk.T[:3], mk.T_L[:3]), mk.r_t[:3], mk.r_L[:3])
+    for out in (short, (mk, vk), None):
+        with pytest.raises(ValueError, match="MarkingKey with 50 triggers"):
+            wm.unforgeability_game(lambda vk_, M_, *, seed, out=out: out, vk, M, verify=yes)
+    with pytest.raises(ValueError, match="0 or 1"):
+        wm.unforgeability_game(replay, vk, M, verify=lambda *a: 2)
+    pair = lambda *, seed: wm.KeyPair(mk, vk)  # noqa: E731
+    with pytest.raises(ValueError, match="at least one model"):
+        wm.ownership_game(pair, [], verify=yes)
+    with pytest.raises(ValueError, match=r"\(mk, vk\)"):
+        wm.ownership_game(lambda *, seed: mk, [M], verify=yes)
+    with pytest.raises(ValueError, match=r"\(mk, vk\)"):
+        wm.ownership_game(lambda *, seed: (short, vk), [M], verify=yes)
+    with pytest.raises(ValueError, match="skip"):
+        exwm.verifier(wm.verify, ground_truth=world["f"], epsilon=EPS, skip="step 3")
+    with pytest.raises(ValueError, match="larger pool"):
+        exwm.DisagreementForger(world["splits"].attacker.x[:20], world["f"])(vk, M)

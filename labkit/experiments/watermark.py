@@ -1,20 +1,42 @@
-"""Watermark-removal experiments that combine the watermark with another attack.
+"""Watermark experiments: a removal attack through the API, and the security games played out.
 
 :func:`extraction_attack` steals a marked model through its prediction API (learning-based
 extraction, as in Lab 1) and lets Lab 2 ask whether the watermark survives. It is written with
 the core modules only (an :class:`~labkit.oracle.Oracle` and :func:`labkit.train.fit`), so that
 Lab 2 does not rest on Lab 1's graded ``train_surrogate``.
+
+For the games of :func:`labkit.watermark.unforgeability_game` and
+:func:`labkit.watermark.ownership_game`: :func:`verifier` turns Verify into the verifier a game
+calls, whole or with one step switched off; the scripted adversaries :class:`SeedGuesser`,
+:class:`DisagreementForger` and :class:`Replay` (unforgeability) and :class:`RealDataForger` and
+:class:`OwnKeyGen` (non-trivial ownership) play them; :func:`security_games_table` plays every
+adversary against every verifier. Functions that a lab grades (``commit``, ``verify``,
+``keygen``) are passed in, so that a lab can play the games with the student's own.
 """
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .. import watermark as wm
 from ..oracle import Oracle
-from ..train import fit, soft_targets
-from ..utils import as_features, check_int, device_of, make_generator
+from ..train import fit, predict, soft_targets
+from ..utils import as_features, as_labels, check_int, device_of, make_generator, spawn_seed
 
-__all__ = ["extraction_attack"]
+__all__ = [
+    "extraction_attack",
+    "SKIPPABLE_STEPS",
+    "verifier",
+    "SeedGuesser",
+    "DisagreementForger",
+    "Replay",
+    "RealDataForger",
+    "OwnKeyGen",
+    "security_games_table",
+]
 
 
 def extraction_attack(
@@ -66,3 +88,248 @@ def extraction_attack(
     dev = device_of(surrogate)
     fit(surrogate, x_q.to(dev), answers.to(dev), epochs=epochs, batch_size=batch_size, lr=lr, seed=gen, desc="surrogate")
     return surrogate.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# The security games: verifiers with a step switched off, scripted adversaries, the table
+# --------------------------------------------------------------------------------------------
+
+SKIPPABLE_STEPS = ("commitments", "labels")  # Verify's step 2 and step 1
+
+
+def verifier(
+    verify: Callable[..., int],
+    *,
+    ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    epsilon: float,
+    skip: str | None = None,
+    commit: Callable[..., wm.Commitment] | None = None,
+) -> wm.Verifier:
+    """Verify as the callable ``(mk, vk, M) -> 0 or 1`` that a game calls, whole or with one step off.
+
+    The broken verifiers wrap ``verify`` itself, so they are exactly Verify less one step:
+
+    * ``skip=None``: ``verify(mk, vk, M, ground_truth=ground_truth, epsilon=epsilon)``;
+    * ``skip="commitments"`` (no step 2): Verify against commitments recomputed from ``mk``'s own
+      trigger set and nonces instead of the published ``vk``, so every opening succeeds: a verifier
+      that takes the claimant's word for what was committed;
+    * ``skip="labels"`` (no step 1): Verify with an oracle that calls every trigger label wrong
+      (it answers 1 where ``T_L^(i) = 0`` and 0 elsewhere), so the test ``T_L^(i) != f(t^(i))``
+      always passes.
+
+    Args:
+        verify: a Verify with the signature of :func:`labkit.watermark.verify` (the reference or
+            a student's).
+        ground_truth: ``O^f``; epsilon: tolerated fraction of trigger mistakes.
+        skip: None, ``"commitments"`` or ``"labels"``.
+        commit: the ``Com`` that recomputes the commitments for ``skip="commitments"``
+            (default :func:`labkit.watermark.commit`).
+
+    Returns:
+        a callable ``(mk, vk, M) -> int``.
+
+    Reference: Adi et al. (2018), Section 4 (Verify, steps 1-3).
+    """
+    if not callable(verify):
+        raise ValueError(f"verify must be a callable like labkit.watermark.verify, got {type(verify).__name__}")
+    if skip is not None and skip not in SKIPPABLE_STEPS:
+        raise ValueError(f"skip must be None or one of {SKIPPABLE_STEPS}, got {skip!r}")
+    com = wm.commit if commit is None else commit
+
+    def run(mk: wm.MarkingKey, vk: wm.VerificationKey, M: nn.Module) -> int:
+        if skip == "commitments":
+            vk = wm.VerificationKey(tuple(com(mk.T[i], r=mk.r_t[i]).c for i in range(len(mk))),
+                                    tuple(com(int(mk.T_L[i]), r=mk.r_L[i]).c for i in range(len(mk))))
+        oracle = ground_truth
+        if skip == "labels":
+            def oracle(x: torch.Tensor) -> torch.Tensor:  # noqa: E306 - "every label is wrong"
+                return (mk.T_L.cpu() == 0).long()
+        return verify(mk, vk, M, ground_truth=oracle, epsilon=epsilon)
+
+    run.__name__ = "verify" if skip is None else f"verify_without_{skip}"
+    return run
+
+
+def _random_nonce(gen: torch.Generator) -> bytes:
+    """A guessed nonce: ``NONCE_BYTES`` bytes drawn from ``gen`` (an adversary's guess, not a secret)."""
+    return bytes(torch.randint(0, 256, (wm.NONCE_BYTES,), generator=gen).tolist())
+
+
+def _guessed_nonces(n: int, gen: torch.Generator) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    return tuple(_random_nonce(gen) for _ in range(n)), tuple(_random_nonce(gen) for _ in range(n))
+
+
+@dataclass(frozen=True)
+class SeedGuesser:
+    """Unforgeability adversary that knows KeyGen and guesses its randomness.
+
+    It re-runs ``SampleBackdoor`` with the seeds ``0 .. seeds - 1``, keeps the backdoor that
+    ``M_hat`` agrees with most (it may query the model), and guesses the ``2n`` nonces at random.
+    In labkit the backdoor is drawn from a small seed, so the guess recovers ``(T, T_L)`` exactly
+    when the owner used one of those seeds; the nonces come from the operating system's CSPRNG,
+    and a guess opens a commitment with probability ``2^-256``.
+
+    Attributes:
+        ground_truth: ``O^f``, which anyone may query.
+        n_classes: number of classes (default ``ground_truth.n_classes``).
+        input_shape: shape of one input.
+        seeds: how many seeds to try.
+    """
+
+    ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+    n_classes: int | None = None
+    input_shape: tuple[int, ...] = (64,)
+    seeds: int = 32
+
+    def __call__(self, vk: wm.VerificationKey, M_hat: nn.Module, *, seed: int | torch.Generator | None = 0) -> wm.MarkingKey:
+        gen = make_generator(seed)
+        n = len(vk)
+        best, best_agreement = None, -1.0
+        for s in range(check_int("seeds", self.seeds, minimum=1)):
+            b = wm.sample_backdoor(n, self.ground_truth, input_shape=self.input_shape, n_classes=self.n_classes, seed=s)
+            agreement = wm.trigger_accuracy(M_hat, b)
+            if agreement > best_agreement:
+                best, best_agreement = b, agreement
+        return wm.MarkingKey(best, *_guessed_nonces(n, gen))
+
+
+@dataclass(frozen=True)
+class DisagreementForger:
+    """Unforgeability adversary that builds its own trigger set from ``M_hat``'s mistakes.
+
+    It queries ``M_hat`` and ``O^f`` on a pool of inputs and keeps ``n = |vk|`` random inputs on
+    which they disagree, labelled with ``M_hat``'s answers: labels that are wrong (step 1 passes)
+    and that ``M_hat`` gives (step 3 passes). It cannot open the published commitments, so it
+    presents fresh nonces.
+
+    Attributes:
+        x_pool: the adversary's inputs ``(N, *input_shape)`` (its own data, abstract images, ...).
+        ground_truth: ``O^f``.
+    """
+
+    x_pool: torch.Tensor
+    ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, vk: wm.VerificationKey, M_hat: nn.Module, *, seed: int | torch.Generator | None = 0) -> wm.MarkingKey:
+        gen = make_generator(seed)
+        x = as_features(self.x_pool, name="x_pool")
+        answers = predict(M_hat, x).cpu()  # (N,)
+        wrong = torch.nonzero(answers != wm.ground_truth_labels(self.ground_truth, x)).flatten()
+        n = len(vk)
+        if len(wrong) < n:
+            raise ValueError(f"M_hat disagrees with the ground truth on {len(wrong)} pool inputs, fewer than the |vk| = {n} needed; give a larger pool")
+        pick = wrong[torch.randperm(len(wrong), generator=gen)[:n]]
+        return wm.MarkingKey(wm.Backdoor(x[pick].cpu(), answers[pick]), *_guessed_nonces(n, gen))
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Unforgeability adversary that presents the marking key of another, genuine key pair.
+
+    Attributes:
+        mk: a marking key that opens *its own* verification key (for example one the adversary
+            made with KeyGen, or one revealed in an earlier dispute about another model).
+    """
+
+    mk: wm.MarkingKey
+
+    def __call__(self, vk: wm.VerificationKey, M_hat: nn.Module, *, seed: int | torch.Generator | None = 0) -> wm.MarkingKey:
+        return self.mk
+
+
+@dataclass(frozen=True)
+class RealDataForger:
+    """Non-trivial-ownership adversary: commits, honestly, to real inputs with their true labels.
+
+    Each key holds ``n`` random records of ``(x, y)``; every commitment opens. An accurate model
+    classifies nearly all of them "as labelled", so only Verify's step 1 (``T_L^(i) != f(t^(i))``)
+    stands between this key and every accurate model in the world.
+
+    Attributes:
+        x, y: public labelled data ``(N, *input_shape)``, int64 ``(N,)``.
+        n: trigger set size.
+        commit: the ``Com`` used (default :func:`labkit.watermark.commit`).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    n: int = 50
+    commit: Callable[..., wm.Commitment] | None = None
+
+    def __call__(self, *, seed: int | torch.Generator | None = 0) -> wm.KeyPair:
+        gen = make_generator(seed)
+        x = as_features(self.x, name="x")
+        y = as_labels(self.y, name="y", n=x.shape[0])
+        n = check_int("n", self.n, minimum=1)
+        if n > x.shape[0]:
+            raise ValueError(f"n must be at most the {x.shape[0]} records given, got {n}")
+        pick = torch.randperm(x.shape[0], generator=gen)[:n]
+        b = wm.Backdoor(x[pick].cpu(), y[pick].cpu())
+        com = wm.commit if self.commit is None else self.commit
+        c_t = [com(b.T[i]) for i in range(n)]
+        c_L = [com(int(b.T_L[i])) for i in range(n)]
+        return wm.KeyPair(wm.MarkingKey(b, tuple(c.r for c in c_t), tuple(c.r for c in c_L)),
+                          wm.VerificationKey(tuple(c.c for c in c_t), tuple(c.c for c in c_L)))
+
+
+@dataclass(frozen=True)
+class OwnKeyGen:
+    """Non-trivial-ownership adversary that runs KeyGen itself and hopes that others' models follow its key.
+
+    Attributes:
+        ground_truth: ``O^f``.
+        n: trigger set size.
+        keygen: the KeyGen used (default :func:`labkit.watermark.keygen`).
+    """
+
+    ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+    n: int = 50
+    keygen: Callable[..., wm.KeyPair] | None = None
+
+    def __call__(self, *, seed: int | torch.Generator | None = 0) -> wm.KeyPair:
+        kg = wm.keygen if self.keygen is None else self.keygen
+        # a large random seed for SampleBackdoor, so that the adversary's trigger set is not by
+        # accident the one an owner drew from a small seed (SeedGuesser exploits that on purpose)
+        return kg(self.n, ground_truth=self.ground_truth, seed=spawn_seed(make_generator(seed)))
+
+
+def security_games_table(
+    vk: wm.VerificationKey,
+    M_hat: nn.Module,
+    models: Sequence[nn.Module],
+    *,
+    verifiers: Mapping[str, wm.Verifier],
+    unforgers: Mapping[str, Callable[..., wm.MarkingKey]],
+    owners: Mapping[str, Callable[..., wm.KeyPair]],
+    trials: int = 5,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict[str, object]]:
+    """Play every adversary against every verifier: one row per adversary, one column per verifier.
+
+    Unforgeability adversaries play :func:`labkit.watermark.unforgeability_game` for ``(vk, M_hat)``,
+    ownership adversaries :func:`labkit.watermark.ownership_game` against ``models``. Every game of a
+    row starts from the same seed, so each verifier is shown the same forged keys.
+
+    Args:
+        vk, M_hat: the owner's published key and marked model.
+        models: the challenger's models for the ownership game (ones the adversaries never saw).
+        verifiers: name -> verifier (see :func:`verifier`).
+        unforgers, owners: name -> adversary, for the two games.
+        trials: trials per game.
+        seed: seed (an int, reused for every game) of the adversaries' randomness.
+
+    Returns:
+        rows ``{"game": ..., "adversary": ..., <verifier name>: GameResult, ...}``.
+    """
+    trials = check_int("trials", trials, minimum=1)
+    if not verifiers or not (unforgers or owners):
+        raise ValueError("give at least one verifier and at least one adversary")
+    base = spawn_seed(seed) if isinstance(seed, torch.Generator) else seed  # one int: every game replays it
+    rows = []
+    for name, adversary in unforgers.items():
+        rows.append({"game": "unforgeability", "adversary": name, **{
+            v: wm.unforgeability_game(adversary, vk, M_hat, verify=ver, trials=trials, seed=base) for v, ver in verifiers.items()}})
+    for name, adversary in owners.items():
+        rows.append({"game": "non-trivial ownership", "adversary": name, **{
+            v: wm.ownership_game(adversary, models, verify=ver, trials=trials, seed=base) for v, ver in verifiers.items()}})
+    return rows
