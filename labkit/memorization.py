@@ -50,8 +50,8 @@ __all__ = [
     "deduplicate",
     "text_log_perplexities",
     "zlib_entropy",
-    "ExtractionScores",
-    "extraction_scores",
+    "MemorizationScores",
+    "memorization_scores",
     "GenerationRanking",
     "rank_generations",
     "secrets_in_top",
@@ -730,7 +730,7 @@ def zlib_entropy(texts: str | Sequence[str]) -> torch.Tensor:
 
 
 @dataclass
-class ExtractionScores:
+class MemorizationScores:
     """Membership scores of N generated texts, one float64 tensor ``(N,)`` per metric.
 
     Larger means more likely memorized (a training sequence). A metric is None when its input was
@@ -764,13 +764,13 @@ def _bits(x, name: str, n: int | None = None) -> torch.Tensor:
     return t
 
 
-def extraction_scores(
+def memorization_scores(
     log_perplexity,
     *,
     lengths,
     zlib_bits,
     reference_log_perplexity=None,
-) -> ExtractionScores:
+) -> MemorizationScores:
     """Membership scores of generated texts: perplexity, and its ratios to zlib and to a reference model.
 
     Perplexity alone favours text that is easy for *any* model (repetitive, generic text); each
@@ -786,7 +786,7 @@ def extraction_scores(
         reference_log_perplexity: float ``(N,)`` (> 0) under the reference model, or None.
 
     Returns:
-        :class:`ExtractionScores` with ``perplexity = -log_perplexity / lengths``,
+        :class:`MemorizationScores` with ``perplexity = -log_perplexity / lengths``,
         ``zlib = -log_perplexity / zlib_bits`` and ``reference = -log_perplexity / reference_log_perplexity``
         (float64 ``(N,)``; ``reference`` is None when its input is).
 
@@ -796,7 +796,7 @@ def extraction_scores(
     ### BEGIN SOLUTION lab3_privacy_risks
     lp = _bits(log_perplexity, "log_perplexity")
     n = lp.numel()
-    scores = ExtractionScores(perplexity=-lp / _bits(lengths, "lengths", n), zlib=-lp / _bits(zlib_bits, "zlib_bits", n))
+    scores = MemorizationScores(perplexity=-lp / _bits(lengths, "lengths", n), zlib=-lp / _bits(zlib_bits, "zlib_bits", n))
     if reference_log_perplexity is not None:
         scores.reference = -lp / _bits(reference_log_perplexity, "reference_log_perplexity", n)
     return scores
@@ -812,14 +812,14 @@ class GenerationRanking:
         log_perplexity: float64 ``(N,)``, the target's log-perplexity in bits.
         zlib_bits: float64 ``(N,)``, the zlib entropy in bits.
         reference_log_perplexity: float64 ``(N,)`` under the reference model (None without one).
-        scores: :class:`ExtractionScores`, larger = more likely memorized.
+        scores: :class:`MemorizationScores`, larger = more likely memorized.
     """
 
     texts: list[str]
     log_perplexity: torch.Tensor
     zlib_bits: torch.Tensor
     reference_log_perplexity: torch.Tensor | None
-    scores: ExtractionScores
+    scores: MemorizationScores
 
     def order(self, metric: str) -> torch.Tensor:
         """Indices of the texts by decreasing ``metric`` score (ties: first drawn first), int64 ``(N,)``."""
@@ -865,7 +865,7 @@ def rank_generations(
     ref = text_log_perplexities(reference, vocab, texts, context=context, batch_size=batch_size) if reference is not None else None
     zl = zlib_entropy(texts)
     lengths = torch.tensor([len(t) for t in texts], dtype=torch.float64)
-    scores = extraction_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
+    scores = memorization_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
     return GenerationRanking(texts, lp, zl, ref, scores)
 
 

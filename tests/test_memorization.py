@@ -11,7 +11,7 @@ from labkit.experiments.memorization import canary_experiment, extraction_experi
 from labkit.memorization import (
     Canary,
     CharLM,
-    ExtractionScores,
+    MemorizationScores,
     LMConfig,
     Vocab,
     canary_rank,
@@ -19,7 +19,7 @@ from labkit.memorization import (
     deduplicate,
     exposure,
     extract_secret,
-    extraction_scores,
+    memorization_scores,
     generate,
     log_perplexity,
     make_canary,
@@ -282,19 +282,19 @@ def test_ratios_rank_a_memorized_secret_above_generic_repetitive_text():
     lengths = torch.tensor([float(len(t)) for t in texts], dtype=torch.float64)
     zl = zlib_entropy(texts)
     ref = torch.tensor([4.5, 60.0, 32.0], dtype=torch.float64)  # the reference never saw the secret
-    sc = extraction_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
-    assert isinstance(sc, ExtractionScores)
+    sc = memorization_scores(lp, lengths=lengths, zlib_bits=zl, reference_log_perplexity=ref)
+    assert isinstance(sc, MemorizationScores)
     assert torch.allclose(sc.perplexity, -lp / lengths, atol=1e-12)
     assert torch.allclose(sc.zlib, -lp / zl, atol=1e-12)
     assert torch.allclose(sc.reference, -lp / ref, atol=1e-12)
     assert int(sc.perplexity.argmax()) == 0  # perplexity alone prefers the filler
     assert int(sc.zlib.argmax()) == 1 and int(sc.reference.argmax()) == 1
     assert list(sc.as_dict()) == ["perplexity", "zlib", "reference"]
-    assert extraction_scores(lp, lengths=lengths, zlib_bits=zl).reference is None
+    assert memorization_scores(lp, lengths=lengths, zlib_bits=zl).reference is None
     for bad in (dict(lengths=lengths[:2], zlib_bits=zl), dict(lengths=lengths, zlib_bits=zl, reference_log_perplexity=torch.zeros(3)),
                 dict(lengths=lengths, zlib_bits=zl.reshape(3, 1))):
         with pytest.raises(ValueError):
-            extraction_scores(lp, **bad)
+            memorization_scores(lp, **bad)
 
 
 def test_secrets_in_top_counts_each_secret_once_by_its_best_rank():

@@ -205,7 +205,7 @@ class ExtractionResult:
                 for m, counts in self.found.items()]
 
 
-def extraction_experiment(*, ks: Sequence[int] = (10, 50, 100), **scenario_options) -> ExtractionResult:
+def extraction_experiment(*, ks: Sequence[int] = (10, 50, 100), seed: int | torch.Generator | None = 0, **scenario_options) -> ExtractionResult:
     """Extract training data in the manner of Carlini et al. (2021) and count the secrets found.
 
     Runs :func:`extraction_scenario`, deduplicates and ranks the generations by perplexity, the
@@ -215,12 +215,13 @@ def extraction_experiment(*, ks: Sequence[int] = (10, 50, 100), **scenario_optio
 
     Args:
         ks: the cut-offs k.
-        scenario_options: passed on to :func:`extraction_scenario` (``seed``, ``insertions``, ...).
+        seed: the scenario's seed (the only randomness: ranking and counting are deterministic).
+        scenario_options: passed on to :func:`extraction_scenario` (``insertions``, ``n_samples``, ...).
 
     Returns:
         :class:`ExtractionResult`.
     """
-    sc = extraction_scenario(**scenario_options)
+    sc = extraction_scenario(seed=seed, **scenario_options)
     ranking = rank_generations(sc.target, sc.vocab, sc.generations, reference=sc.reference)
     found = {m: secrets_in_top(ranking.texts, s, sc.secrets, ks=ks).tolist() for m, s in ranking.scores.as_dict().items()}
     generated = int(secrets_in_top(ranking.texts, ranking.log_perplexity, sc.secrets, ks=(len(ranking.texts),))[0])
