@@ -194,6 +194,7 @@ def _random_calls():
         watermark,
     )
     from labkit.experiments import membership as exm
+    from labkit.experiments import memorization as exmem
     from labkit.experiments import watermark as exwm
     from labkit import privacy
     from labkit.membership import lira, shokri, synthesis
@@ -205,6 +206,8 @@ def _random_calls():
     tiny_setting = targets.TargetSetting(n_samples=400, n_features=20, n_classes=4, n_train=40, hidden=(8,), epochs=2)
     vocab = memorization.Vocab()
     lm = memorization.CharLM(len(vocab), hidden=8, seed=0)
+    tiny_lm = memorization.LMConfig(hidden=8, seq_len=8, batch_size=4, steps=2)
+    tiny_extraction = dict(n_canaries=1, insertions=1, n_sentences=10, fillers=2, n_samples=6, length=8, config=tiny_lm, reference_config=tiny_lm)
     victim = models.LogisticRegression(20, 4, seed=0)
     api = oracle.Oracle(victim)
     digit_model = models.LogisticRegression(64, 10, seed=0)
@@ -246,6 +249,9 @@ def _random_calls():
         "memorization.CharLM": lambda s: memorization.CharLM(len(vocab), hidden=8, seed=s).head.weight,
         "memorization.train_lm": lambda s: torch.tensor(memorization.train_lm(memorization.CharLM(len(vocab), hidden=8), "the cat sees the dog. " * 4, vocab, steps=2, seed=s)),
         "memorization.generate": lambda s: torch.tensor([ord(c) for c in memorization.generate(lm, vocab, "my", n_chars=8, greedy=False, seed=s)]),
+        "memorization.sample_generations": lambda s: torch.tensor([ord(c) for c in "|".join(memorization.sample_generations(lm, vocab, 6, length=8, seed=s))]),
+        "experiments.memorization.extraction_scenario": lambda s: torch.tensor([ord(c) for c in "|".join(exmem.extraction_scenario(**tiny_extraction, seed=s).generations)]),
+        "experiments.memorization.extraction_experiment": lambda s: torch.tensor([ord(c) for c in "|".join(exmem.extraction_experiment(**tiny_extraction, seed=s).ranking.texts)]),
         "membership.synthesis.rand_record": lambda s: synthesis.rand_record(12, seed=s),
         "membership.synthesis.synthesize": lambda s: _synthesized(synthesis, oracle.Oracle(victim), s),
         "membership.synthesis.synthesize_batch": lambda s: synthesis.synthesize_batch(api, torch.tensor([0, 1]), k_max=4, conf_min=0.0, rej_max=2, iter_max=3, seed=s).x,
