@@ -54,6 +54,9 @@ from .utils import (
 )
 
 __all__ = [
+    "TRIGGER_KINDS",
+    "stamp_trigger",
+    "stamped_backdoor",
     "NONCE_BYTES",
     "Commitment",
     "encode",
@@ -351,6 +354,77 @@ def sample_backdoor(
 # --------------------------------------------------------------------------------------------
 # KeyGen
 # --------------------------------------------------------------------------------------------
+
+
+TRIGGER_KINDS = ("pixel", "pattern")
+"""The stamped triggers of BadNets (Gu et al. 2017): one bright pixel, or a 3x3 checker pattern,
+in the bottom-right corner of the image."""
+
+_PATTERN = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+
+
+def stamp_trigger(x: torch.Tensor, *, kind: str, value: float = 1.0) -> torch.Tensor:
+    """A copy of ``x`` with a BadNets trigger stamped on every image.
+
+    ``"pixel"`` sets the bottom-right pixel of every channel to ``value``; ``"pattern"`` writes a
+    3x3 checker (``value`` and 0) into the bottom-right corner. The bottom-right corner of a digit
+    is background, so the stamp changes what a person sees very little.
+
+    Args:
+        x: inputs ``(N, *input_shape)``: images ``(N, C, H, W)`` or flat squares ``(N, H*W)``.
+        kind: one of :data:`TRIGGER_KINDS`.
+        value: the stamp's brightness (1.0: the data's maximum for inputs in ``[0, 1]``).
+
+    Returns:
+        float32 tensor shaped like ``x``.
+
+    Reference: Gu et al. (2017), BadNets, Section 3 (single-pixel and pattern backdoors on MNIST).
+    """
+    if kind not in TRIGGER_KINDS:
+        raise ValueError(f"kind must be one of {TRIGGER_KINDS}, got {kind!r}")
+    x = as_features(x, name="x")
+    c, h, w = image_shape(tuple(x.shape[1:]))
+    if kind == "pattern" and (h < 3 or w < 3):
+        raise ValueError(f"the pattern trigger needs images of at least 3x3 pixels, got {h}x{w}")
+    out = x.clone().reshape(x.shape[0], c, h, w)
+    if kind == "pixel":
+        out[:, :, -1, -1] = value
+    else:
+        out[:, :, -3:, -3:] = (_PATTERN * value).to(out)
+    return out.reshape(x.shape)
+
+
+def stamped_backdoor(
+    x: torch.Tensor,
+    ground_truth: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    *,
+    kind: str,
+    target: int,
+) -> Backdoor:
+    """A trigger set of real inputs with a BadNets trigger, all labelled ``target``.
+
+    Inputs whose stamped version the ground truth already calls ``target`` are dropped, so that
+    ``T_L^(i) != f(t^(i))`` holds for every trigger, as a backdoor requires. This is BadNets'
+    all-to-one backdoor; Zhang et al. (2018) watermark with such "content" triggers.
+
+    Args:
+        x: clean inputs ``(N, *input_shape)`` to stamp (not the owner's training records).
+        ground_truth: ``O^f``, see :func:`ground_truth_labels`.
+        kind: one of :data:`TRIGGER_KINDS`.
+        target: the label every trigger gets.
+
+    Returns:
+        :class:`Backdoor` with at most ``N`` triggers.
+
+    Reference: Gu et al. (2017), Section 3; Adi et al. (2018), Section 5 (other trigger sets).
+    """
+    target = check_int("target", target, minimum=0)
+    T = stamp_trigger(x, kind=kind)
+    keep = ground_truth_labels(ground_truth, T) != target
+    if not bool(keep.any()):
+        raise ValueError(f"the ground truth calls every stamped input {target}: no trigger is left")
+    T = T[keep.to(T.device)]
+    return Backdoor(T, torch.full((T.shape[0],), target, dtype=torch.int64))
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,9 @@ def _random_calls():
         "experiments.watermark.security_games_table": lambda s: torch.tensor([r["v"].outcomes for r in exwm.security_games_table(
             wm_pair.vk, digit_model, [digit_model], verifiers={"v": _first_label}, unforgers={"a": lambda vk, M, *, seed: _coin_key(wm_pair.mk, seed)},
             owners={"b": lambda *, seed: (_coin_key(wm_pair.mk, seed), wm_pair.vk)}, trials=20, seed=s)]),
+        "experiments.watermark.trigger_kind_table": lambda s: torch.tensor([[r["|T|"], r["test acc"], r["on T"], r["on new triggers"]] for r in exwm.trigger_kind_table(
+            small.subset(torch.arange(40)), small.subset(torch.arange(40, 80)), digit_model, models.MLP(64, 10, hidden=(4,)), stamp_pool=small.subset(torch.arange(80, 120)), n=4,
+            mark=lambda M, mk, d, *, seed: watermark.mark(M, mk, d, epochs=2, seed=seed), seed=s)]),
         "experiments.watermark.extraction_attack": lambda s: exwm.extraction_attack(victim, purchase.x[:30], models.LogisticRegression(20, 4), epochs=1, seed=s).linear.weight,
     }
 

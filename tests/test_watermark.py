@@ -574,3 +574,46 @@ def test_the_games_reject_bad_input(world):
         exwm.verifier(wm.verify, ground_truth=world["f"], epsilon=EPS, skip="step 3")
     with pytest.raises(ValueError, match="larger pool"):
         exwm.DisagreementForger(world["splits"].attacker.x[:20], world["f"])(vk, M)
+
+
+# --- stamped (BadNets) triggers next to the abstract images ----------------------------------
+
+
+def test_stamp_trigger_changes_only_the_bottom_right_corner():
+    x = torch.rand(5, 64)
+    px = wm.stamp_trigger(x, kind="pixel").view(5, 8, 8)
+    pt = wm.stamp_trigger(x, kind="pattern").view(5, 8, 8)
+    img = x.view(5, 8, 8)
+    assert torch.all(px[:, 7, 7] == 1.0) and torch.equal(px.flatten(1)[:, :63], img.flatten(1)[:, :63])
+    checker = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 1]])
+    assert torch.equal(pt[:, 5:, 5:], checker.expand(5, 3, 3))
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[5:, 5:] = False
+    assert torch.equal(pt[:, outside], img[:, outside])
+    assert torch.equal(x, img.reshape(5, 64))  # the input is not changed
+    assert wm.stamp_trigger(torch.rand(2, 3, 8, 8), kind="pixel")[:, :, -1, -1].eq(1.0).all()  # every channel
+    with pytest.raises(ValueError, match="kind must be one of"):
+        wm.stamp_trigger(x, kind="square")
+
+
+def test_stamped_backdoor_labels_every_trigger_with_the_target_and_drops_the_target_class():
+    gt = lambda x: (x[:, 0] > 0.5).long()  # noqa: E731 - a two-class "ground truth" (the stamp leaves pixel 0 alone)
+    x = torch.rand(40, 64)
+    b = wm.stamped_backdoor(x, gt, kind="pattern", target=1)
+    assert 0 < len(b) < 40 and torch.all(b.T_L == 1)
+    assert torch.all(gt(b.T) != b.T_L)  # T_L != f(t): a backdoor's labels are wrong
+    with pytest.raises(ValueError, match="no trigger is left"):
+        wm.stamped_backdoor(x, lambda x: torch.ones(len(x), dtype=torch.long), kind="pixel", target=1)
+
+
+def test_a_stamped_backdoor_fires_on_new_inputs_and_an_abstract_one_does_not(world):
+    s, f = world["splits"], world["f"]
+    owner, test, pool = s.target_train, s.target_test, s.attacker
+    rows = {r["trigger"]: r for r in exwm.trigger_kind_table(owner, test, f, MLP(64, 10, hidden=(64,)), stamp_pool=pool, n=30,
+                                                              mark=lambda M, mk, d, *, seed: wm.mark(M, mk, d, epochs=40, seed=seed), seed=0)}
+    assert set(rows) == {"abstract images", "pixel (BadNets)", "pattern (BadNets)"}
+    for r in rows.values():
+        assert r["on T"] >= 0.9 and r["test acc"] > 0.85  # every backdoor is learnt, the task kept
+    assert rows["pattern (BadNets)"]["on new triggers"] > 0.8  # any stamped digit triggers it
+    assert rows["abstract images"]["on new triggers"] < 0.3  # fresh abstract images do not
+    assert math.isnan(rows["pattern (BadNets)"]["unmarked on T"])  # no unmarked model passed

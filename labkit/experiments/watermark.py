@@ -10,7 +10,9 @@ For the games of :func:`labkit.watermark.unforgeability_game` and
 calls, whole or with one step switched off; the scripted adversaries :class:`SeedGuesser`,
 :class:`DisagreementForger` and :class:`Replay` (unforgeability) and :class:`RealDataForger` and
 :class:`OwnKeyGen` (non-trivial ownership) play them; :func:`security_games_table` plays every
-adversary against every verifier. Functions that a lab grades (``commit``, ``verify``,
+adversary against every verifier. :func:`trigger_kind_table` marks models with abstract and with
+stamped (BadNets) trigger sets and asks which triggers fire beyond the trigger set. Functions
+that a lab grades (``commit``, ``verify``,
 ``keygen``) are passed in, so that a lab can play the games with the student's own.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..data import Data
 from .. import watermark as wm
 from ..oracle import Oracle
 from ..train import fit, predict, soft_targets
@@ -28,6 +31,7 @@ from ..utils import as_features, as_labels, check_int, device_of, make_generator
 
 __all__ = [
     "extraction_attack",
+    "trigger_kind_table",
     "SKIPPABLE_STEPS",
     "verifier",
     "SeedGuesser",
@@ -332,4 +336,74 @@ def security_games_table(
     for name, adversary in owners.items():
         rows.append({"game": "non-trivial ownership", "adversary": name, **{
             v: wm.ownership_game(adversary, models, verify=ver, trials=trials, seed=base) for v, ver in verifiers.items()}})
+    return rows
+
+
+def trigger_kind_table(
+    owner: Data,
+    test: Data,
+    ground_truth: nn.Module,
+    model: nn.Module,
+    *,
+    stamp_pool: Data,
+    n: int = 50,
+    target: int = 0,
+    mark: Callable[..., nn.Module] = wm.mark,
+    unmarked: nn.Module | None = None,
+    seed: int | torch.Generator | None = 0,
+) -> list[dict]:
+    """Mark ``model`` with three trigger sets of ``n`` images and test where each backdoor fires.
+
+    The trigger sets: Adi et al.'s abstract images (:func:`labkit.watermark.sample_backdoor`,
+    a random wrong label each) and BadNets' single-pixel and pattern stamps on ``n`` records of
+    ``stamp_pool``, all labelled ``target`` (:func:`labkit.watermark.stamped_backdoor`). For each,
+    the marked model's test accuracy, its accuracy on the trigger set ``T``, and how often it
+    answers the trigger label on *new* triggered inputs: the test records, stamped (those not of
+    class ``target``), or fresh abstract images (which have no common label: their rate is that
+    of matching a fresh random wrong label). ``unmarked`` (optional) is scored on the same inputs:
+    the false-alarm rate of each trigger.
+
+    Args:
+        owner, test: the owner's training data and a test set (inputs shaped like ``model``'s).
+        ground_truth: the classifier that stands for ``O^f``.
+        model: the architecture to mark (FROMSCRATCH: re-initialised by ``mark``).
+        stamp_pool: clean records to stamp, disjoint from ``owner`` and ``test``.
+        n: trigger set size |T|.
+        target: the stamped backdoors' label.
+        mark: ``Mark(M, mk, data, *, seed)`` (the lab passes its own).
+        unmarked: a model trained without watermark, for the false-alarm columns.
+        seed: seed or generator of the abstract images, the stamp records and the nonces.
+
+    Returns:
+        rows ``{"trigger", "|T|", "test acc", "on T", "on new triggers", "unmarked on T",
+        "unmarked on new"}`` (the unmarked columns are NaN without ``unmarked``).
+
+    Adi et al. (2018), Section 5; Gu et al. (2017), Section 3.
+    """
+    n = check_int("n", n, minimum=1)
+    gen = make_generator(seed)
+    if len(stamp_pool) < n:
+        raise ValueError(f"stamp_pool holds {len(stamp_pool)} records, fewer than n = {n}")
+    picked = stamp_pool.x[torch.randperm(len(stamp_pool), generator=gen)[: 2 * n]]
+    fresh_abstract = wm.sample_backdoor(len(test), ground_truth, input_shape=tuple(test.x.shape[1:]), n_classes=test.n_classes, seed=spawn_seed(gen))
+    backdoors = {
+        "abstract images": (wm.sample_backdoor(n, ground_truth, input_shape=tuple(owner.x.shape[1:]), n_classes=owner.n_classes, seed=spawn_seed(gen)), fresh_abstract),
+    }
+    for kind in wm.TRIGGER_KINDS:
+        b = wm.stamped_backdoor(picked, ground_truth, kind=kind, target=target)
+        b = wm.Backdoor(b.T[:n], b.T_L[:n])
+        backdoors[f"{kind} (BadNets)"] = (b, wm.stamped_backdoor(test.x, ground_truth, kind=kind, target=target))
+
+    def rate(m: nn.Module, b: wm.Backdoor) -> float:
+        return float((predict(m, b.T).cpu() == b.T_L).double().mean())
+
+    rows = []
+    for name, (b, new) in backdoors.items():
+        mk = wm.MarkingKey(b, *_guessed_nonces(len(b), gen))
+        M_hat = mark(model, mk, owner, seed=spawn_seed(gen))
+        rows.append({"trigger": name, "|T|": len(b),
+                     "test acc": float((predict(M_hat, test.x).cpu() == test.y.cpu()).double().mean()),
+                     "on T": rate(M_hat, b), "on new triggers": rate(M_hat, new),
+                     "unmarked on T": rate(unmarked, b) if unmarked is not None else float("nan"),
+                     "unmarked on new": rate(unmarked, new) if unmarked is not None else float("nan")})
     return rows
