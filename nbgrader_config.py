@@ -58,3 +58,20 @@ c.GenerateFeedback.preprocessors = [
     "coursetools.nbgrader_feedback.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+
+# A submission can change how its own kernel runs the cells that follow it (one IPython input
+# transformer turns every hidden test into `pass`, which nbgrader would count as passed). Every
+# autograded cell therefore carries a token for this run that it must display at its end
+# (coursetools/integrity.py: ArmTestCells before Execute, CheckTestCells right after it); a cell
+# that ends without an error and without its token scores 0. The rest is nbgrader's default list.
+c.Autograde.autograde_preprocessors = [
+    "coursetools.integrity.ArmTestCells",
+    "nbgrader.preprocessors.Execute",
+    "coursetools.integrity.CheckTestCells",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

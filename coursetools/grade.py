@@ -41,7 +41,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import nbgrading, parallel, sandbox
+from . import integrity, nbgrading, parallel, sandbox
 
 CSV_HEADER = ("student", "lab", "score", "max_score", "auto_score", "max_auto_score",
               "manual_score", "manual_pending", "status")
@@ -326,10 +326,46 @@ def main(argv: list[str] | None = None) -> int:
               if not r.status.startswith("ok") and r.status != "not submitted"]
     if failed:
         print("\nnot graded normally (see grading/logs/):\n  " + "\n  ".join(failed))
+    report, flagged = integrity_report(course, found, logs)
+    if flagged:
+        print(f"\nfor review: {len(flagged)} submission(s) with code that games the grader or looks like it "
+              f"({report}):\n  " + "\n  ".join(flagged[:20]) + ("\n  ..." if len(flagged) > 20 else ""))
     print(f"\nwrote {csv_path}")
     if not args.no_feedback:
         print(f"feedback in {nbgrading.course_dir(course, 'feedback')}/<student>/<lab>/")
     return 1 if errors else 0
+
+
+def integrity_report(course: Path, found: dict[str, list[str]], logs: Path) -> tuple[Path, list[str]]:
+    """``grading/integrity.csv`` for every submission: what the code scan finds in the student's
+    cells, and the test cells that did not run to their end in the last grading (from its log).
+
+    Returns:
+        the report's path and one line per flagged submission.
+    """
+    submitted = nbgrading.course_dir(course, "submitted")
+    sources: dict[str, object] = {}
+    findings: dict[tuple[str, str], list[integrity.Finding]] = {}
+    for student, labs in found.items():
+        for lab in labs:
+            path = submitted / student / lab / f"{lab}.ipynb"
+            items: list[integrity.Finding] = []
+            try:
+                if lab not in sources:
+                    src = course / "solutions" / lab / f"{lab}.ipynb"
+                    sources[lab] = nbgrading.read_notebook(src) if src.is_file() else None
+                items = integrity.scan_notebook(nbgrading.read_notebook(path), source=sources[lab])
+            except Exception:  # not a notebook: reported as failed by the grading itself
+                pass
+            log = logs / f"{student}__{lab}.log"
+            if log.is_file():
+                items += [integrity.Finding(-1, 0, f"test cell {name} did not run to its end (scored 0)", "")
+                          for name in integrity.failed_cells_in_log(log.read_text(errors="replace"))]
+            if items:
+                findings[student, lab] = items
+    report = integrity.write_report(submitted.parent / "integrity.csv", findings)
+    flagged = [f"{s}/{lab}: " + "; ".join(dict.fromkeys(f.rule for f in items)) for (s, lab), items in sorted(findings.items())]
+    return report, flagged
 
 
 def _write(line: str) -> None:
