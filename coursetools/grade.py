@@ -19,7 +19,9 @@ carries on. This process alone writes what comes back: the course gradebook (gra
 or PostgreSQL through MLSEC_GRADEBOOK_URL), grading/autograded/, feedback HTML without hidden tests
 in grading/feedback/<student>/<lab>/ (coursetools/nbgrader_feedback.py), nbgrader's log of each
 submission in grading/logs/, and grading/grades.csv, one row per (student, lab), the same rows
-whatever the number of workers. Written answers wait for an instructor (formgrader: `make lab`) and
+whatever the number of workers, and grading/integrity.csv, the hand-ins to review because their
+code reaches into the kernel or a test cell of theirs did not run to its end
+(coursetools/integrity.py). Written answers wait for an instructor (formgrader: `make lab`) and
 are reported as pending points. Files in grading/submitted/ are only read.
 
 A run again grades only what is missing or changed: grading/manifest.jsonl records each written
