@@ -632,8 +632,8 @@ def sample_generations(
         ``n`` strings, ``prompt`` followed by at most ``length`` generated characters (possibly
         just the prompt, when the first draw is ``stop``), in the order drawn.
 
-    Reference: Carlini et al. (2021), Section 4.1 (generating many samples; they sample GPT-2
-    with top-k = 40 from an empty prompt, with a decaying temperature, and from web-text prompts).
+    Reference: Carlini et al. (2021), Sections 4.1 and 5.1 (generating many samples; they sample
+    GPT-2 with top-k = 40 from an empty prompt, with a decaying temperature, and from web-text prompts).
     """
     for name, v in (("n", n), ("length", length), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -677,8 +677,9 @@ def sample_generations(
 def deduplicate(texts: Sequence[str]) -> list[str]:
     """The distinct non-empty texts, each at its first position (exact matching).
 
-    Carlini et al. (2021) deduplicate their samples before ranking (by trigram overlap, a fuzzy
-    match that this toy does not need): a string generated many times is one candidate.
+    Carlini et al. (2021, Section 6.1) deduplicate the top of each ranking (by trigram overlap, a
+    fuzzy match that this toy does not need); we drop exact repeats before ranking, so that a string
+    generated many times is one candidate.
     """
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts must be a sequence of strings")
@@ -720,7 +721,7 @@ def zlib_entropy(texts: str | Sequence[str]) -> torch.Tensor:
     Returns:
         float64 tensor ``(N,)`` (``(1,)`` for a single string).
 
-    Reference: Carlini et al. (2021), Section 5.1 ("zlib entropy").
+    Reference: Carlini et al. (2021), Section 5.2 ("Comparing to zlib compression").
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -790,8 +791,10 @@ def memorization_scores(
         ``zlib = -log_perplexity / zlib_bits`` and ``reference = -log_perplexity / reference_log_perplexity``
         (float64 ``(N,)``; ``reference`` is None when its input is).
 
-    Reference: Carlini et al. (2021), Section 5.1 (the perplexity, Small and zlib metrics; their
-    Lowercase metric does not apply to this corpus, whose only capitals are in a canary).
+    Reference: Carlini et al. (2021), Section 5.2 (the perplexity, Small and zlib metrics; their
+    Lowercase metric does not apply to this corpus, whose only capitals are in a canary). Their
+    samples all have 256 tokens, so a per-token or a total log-perplexity rank the same; ours differ
+    in length, and the total keeps both terms of the zlib ratio proportional to it.
     """
     ### BEGIN SOLUTION lab3_privacy_risks
     lp = _bits(log_perplexity, "log_perplexity")
@@ -856,7 +859,7 @@ def rank_generations(
     Returns:
         :class:`GenerationRanking`.
 
-    Reference: Carlini et al. (2021), Sections 4.2 and 5.1 (deduplicate, then sort by each metric).
+    Reference: Carlini et al. (2021), Sections 5.2 and 6.1 (sort by each metric, deduplicate).
     """
     texts = deduplicate(texts)
     if not texts:
