@@ -468,6 +468,21 @@ def test_the_verifiers_agree_with_verify_on_honest_keys(world, games):
         assert ver(world["mk"], world["vk"], world["unmarked"][0]) == 0
 
 
+def test_the_verifier_without_step_1_answers_per_trigger(world, games):
+    """A Verify that asks O^f about one trigger at a time, in another order, works behind skip="labels"."""
+    def one_at_a_time(mk, vk, M, *, ground_truth, epsilon):
+        n = len(mk)
+        for i in reversed(range(n)):
+            if int(wm.ground_truth_labels(ground_truth, mk.T[i : i + 1])[0]) == int(mk.T_L[i]):
+                return 0
+        return wm.verify(mk, vk, M, ground_truth=ground_truth, epsilon=epsilon)
+
+    no_step_1 = exwm.verifier(one_at_a_time, ground_truth=world["f"], epsilon=EPS, skip="labels")
+    forged = games["owners"]["real digits"](seed=0)  # true labels: only step 1 would reject them
+    assert no_step_1(*forged, world["marked"]) == 1
+    assert no_step_1(world["mk"], world["vk"], world["marked"]) == 1
+
+
 def test_real_verify_makes_every_scripted_adversary_lose(world, games):
     for name in games["unforgers"]:
         assert _play(world, games, "unforgeability", name, None).wins == 0, name

@@ -146,8 +146,15 @@ def verifier(
                                     tuple(com(int(mk.T_L[i]), r=mk.r_L[i]).c for i in range(len(mk))))
         oracle = ground_truth
         if skip == "labels":
+            T = mk.T.reshape(len(mk), -1).cpu()  # (n, d)
+            wrong = (mk.T_L.cpu() == 0).long()  # (n,): a label other than each T_L^(i)
+
             def oracle(x: torch.Tensor) -> torch.Tensor:  # noqa: E306 - "every label is wrong"
-                return (mk.T_L.cpu() == 0).long()
+                # answer each query row by the trigger it equals, so that Verify may ask about the
+                # triggers in any order or one at a time (an input that is no trigger gets wrong[0])
+                flat = x.reshape(x.shape[0], -1).cpu().to(T.dtype)  # (m, d)
+                which = (flat[:, None, :] == T[None]).all(dim=2).long().argmax(dim=1)  # (m,)
+                return wrong[which]
         return verify(mk, vk, M, ground_truth=oracle, epsilon=epsilon)
 
     run.__name__ = "verify" if skip is None else f"verify_without_{skip}"
