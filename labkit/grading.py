@@ -4,7 +4,9 @@
 calling the reference (under any name) is not a way to pass a hidden test; and it refuses to start
 when the notebook holds a *copy* of a reference: a function whose code object is the reference's,
 or whose bytecode is the same (pasted source, ``types.FunctionType(ref.__code__, ...)``, a
-wrapper that closes over such a copy). Either way the test cell fails and the task scores 0.
+wrapper that closes over such a copy), or, for references of at least ``MIN_NORMALIZED_OPS``
+instructions, the same up to local variable names and messages. Either way the test cell fails
+and the task scores 0.
 """
 from __future__ import annotations
 
@@ -41,24 +43,42 @@ _SKIP_OPS = {"CACHE", "RESUME", "PRECALL", "PUSH_NULL", "NOP", "KW_NAMES", "EXTE
 _SAME_OPS = {"LOAD_METHOD": "LOAD_ATTR", "CALL_METHOD": "CALL", "CALL_FUNCTION": "CALL", "CALL_FUNCTION_KW": "CALL"}
 
 
-def _fingerprint(code: types.CodeType) -> tuple:
+_LOCAL_OPS = ("_FAST", "_DEREF", "LOAD_CLOSURE")
+
+
+def _fingerprint(code: types.CodeType, *, normalized: bool = False) -> tuple:
     """What makes two code objects the same program: the instructions with the names and constants
     they use, spelled the same way however the compiler chose to encode a call (not the docstring,
-    file name or line numbers)."""
+    file name or line numbers).
+
+    ``normalized=True`` also forgets what a copier changes cheaply: local variable names become
+    their order of first use, and string constants (messages) become one placeholder. Globals,
+    attributes, numbers and the instructions themselves still have to match.
+    """
     ops = []
+    local_ids: dict[str, int] = {}
+    doc = code.co_consts[0] if code.co_consts and isinstance(code.co_consts[0], str) else None
     for ins in dis.get_instructions(code):
         if ins.opname in _SKIP_OPS:
             continue
         arg = ins.argval
         if isinstance(arg, types.CodeType):
-            arg = _fingerprint(arg)
+            arg = _fingerprint(arg, normalized=normalized)
         elif ins.opname.startswith(("JUMP", "POP_JUMP", "FOR_ITER", "SEND")) or "JUMP" in ins.opname:
             arg = None  # offsets move with the encoding
+        elif normalized and ins.opname.endswith(_LOCAL_OPS) and isinstance(arg, str):
+            arg = local_ids.setdefault(arg, len(local_ids))
+        elif normalized and ins.opname == "LOAD_CONST" and isinstance(arg, str) and arg != doc:
+            arg = "<str>"
         elif not isinstance(arg, (str, int, float, bool, bytes, type(None), tuple, frozenset)):
             arg = repr(arg)
         ops.append((_SAME_OPS.get(ins.opname, ins.opname), arg))
-    doc = code.co_consts[0] if code.co_consts and isinstance(code.co_consts[0], str) else None
     return tuple(op for op in ops if op != ("LOAD_CONST", doc) or doc is None)
+
+
+# A copy with its local names or messages changed counts only for references at least this long
+# (instructions): short helpers written independently may well agree up to their names.
+MIN_NORMALIZED_OPS = 100
 
 
 def _functions_in(obj, depth: int = 0) -> Iterator[types.FunctionType]:
@@ -98,6 +118,7 @@ def find_copies(namespace: dict, refs: list[types.FunctionType]) -> list[str]:
     # the references' own bodies only: their small nested helpers could match honest code
     ref_codes = {id(r.__code__): r for r in refs}
     ref_prints = {_fingerprint(r.__code__): r for r in refs}
+    ref_shapes = {fp: r for r in refs if len(fp := _fingerprint(r.__code__, normalized=True)) >= MIN_NORMALIZED_OPS}
     found = []
     for name, value in list(namespace.items()):
         if name.startswith("__"):
@@ -109,7 +130,8 @@ def find_copies(namespace: dict, refs: list[types.FunctionType]) -> list[str]:
             if any(id(c) in ref_codes for c in nested[1:]):
                 continue  # the function that defines a (local) reference, not a copy of it
             for code in nested:
-                ref = ref_codes.get(id(code)) or ref_prints.get(_fingerprint(code))
+                ref = (ref_codes.get(id(code)) or ref_prints.get(_fingerprint(code))
+                       or (ref_shapes.get(_fingerprint(code, normalized=True)) if ref_shapes else None))
                 if ref is not None:
                     found.append(f"{name} (the code of {ref.__module__}.{ref.__qualname__})")
                     break

@@ -341,6 +341,45 @@ def test_forbid_refuses_copies_of_a_reference():
             check({name: value})
 
 
+def test_forbid_sees_through_renamed_locals_and_messages_in_long_references():
+    """A pasted reference with its local names and error messages changed is still a copy when the
+    reference is long enough to make that no accident; a short one is left alone."""
+    import ast
+    import inspect as _inspect
+    import textwrap
+
+    from labkit.watermark import commit, ownership_game
+
+    def paste(fn, renames):
+        """fn's source with local names renamed and every string constant but the docstring replaced."""
+        tree = ast.parse(textwrap.dedent(_inspect.getsource(fn)))
+        doc = tree.body[0].body[0].value
+
+        class Edit(ast.NodeTransformer):
+            def visit_Name(self, node):
+                node.id = renames.get(node.id, node.id)
+                return node
+
+            def visit_Constant(self, node):
+                if isinstance(node.value, str) and node is not doc:
+                    node.value = "a message of my own"
+                return node
+
+        ns: dict = {}
+        exec(compile(ast.fix_missing_locations(Edit().visit(tree)), "<pasted>", "exec"), dict(fn.__globals__), ns)
+        return ns[fn.__name__]
+
+    long_ref = ownership_game
+    assert len(grading._fingerprint(long_ref.__code__, normalized=True)) >= grading.MIN_NORMALIZED_OPS
+    edited = paste(long_ref, {"outcomes": "results", "gen": "rng"})
+    assert grading._fingerprint(edited.__code__) != grading._fingerprint(long_ref.__code__)  # not an exact copy
+    assert grading.find_copies({"mine": edited}, [long_ref]) == ["mine (the code of labkit.watermark.ownership_game)"]
+    assert grading.find_copies({"mine": paste(long_ref, {})}, [long_ref])  # unchanged names: caught as before
+    short_ref = commit
+    assert len(grading._fingerprint(short_ref.__code__, normalized=True)) < grading.MIN_NORMALIZED_OPS
+    assert grading.find_copies({"mine": paste(short_ref, {"r": "nonce"})}, [short_ref]) == []
+
+
 def test_format_table_escapes_pipes_and_formats_floats():
     from labkit.plots import format_table
 
