@@ -335,7 +335,7 @@ def security_games_table(
     trials = check_int("trials", trials, minimum=1)
     if not verifiers or not (unforgers or owners):
         raise ValueError("give at least one verifier and at least one adversary")
-    base = spawn_seed(seed) if isinstance(seed, torch.Generator) else seed  # one int: every game replays it
+    base = seed if isinstance(seed, int) else spawn_seed(make_generator(seed))  # one int: every game replays it (None: a fresh one)
     rows = []
     for name, adversary in unforgers.items():
         rows.append({"game": "unforgeability", "adversary": name, **{
