@@ -50,11 +50,12 @@ MIME = "application/vnd.mlsec.check+json"
 _LINE_TAG = "# mlsec: run-to-the-end check"
 
 
-def _graded_code_cells(nb) -> Iterable[tuple[int, object]]:
+def _graded_code_cells(nb) -> Iterable[tuple[str, object]]:
+    """``(grade_id, cell)`` of every autograded code cell."""
     for i, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell.cell_type == "code" and meta.get("grade"):
-            yield i, cell
+            yield meta.get("grade_id", f"cell-{i}"), cell
 
 
 class ArmTestCells(Preprocessor):
@@ -65,8 +66,7 @@ class ArmTestCells(Preprocessor):
     def preprocess(self, nb, resources):
         token = secrets.token_hex(16)
         armed = {}
-        for i, cell in _graded_code_cells(nb):
-            grade_id = cell.metadata["nbgrader"].get("grade_id", f"cell-{i}")
+        for grade_id, cell in _graded_code_cells(nb):
             payload = json.dumps({"cell": grade_id, "token": token})
             # An assert, so that code which strips the asserts of later cells strips the token too.
             line = f"assert __import__('IPython').display.display({{{MIME!r}: {payload}}}, raw=True) is None  {_LINE_TAG}"
@@ -88,8 +88,7 @@ class CheckTestCells(Preprocessor):
             return nb, resources
         token, armed = state["token"], state["armed"]
         failed = []
-        for i, cell in _graded_code_cells(nb):
-            grade_id = cell.metadata["nbgrader"].get("grade_id", f"cell-{i}")
+        for grade_id, cell in _graded_code_cells(nb):
             if grade_id not in armed:
                 continue
             cell.source = armed[grade_id]

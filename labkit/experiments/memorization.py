@@ -51,6 +51,13 @@ class CanaryResult:
     model: CharLM = field(repr=False, default=None)  # the trained model
 
 
+def _train(config: LMConfig, text: str, vocab: Vocab, init_seed: int, train_seed: int) -> tuple[CharLM, float]:
+    """A CharLM of ``config`` trained on ``text``, and its mean loss over the last 50 steps."""
+    model = CharLM(len(vocab), embed=config.embed, hidden=config.hidden, layers=config.layers, seed=init_seed)
+    losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
+    return model, float(np.mean(losses[-50:]))
+
+
 def canary_experiment(
     insertions: Sequence[int] = (0, 1, 4, 16),
     *,
@@ -87,8 +94,7 @@ def canary_experiment(
     for r in insertions:
         canary = Canary(secret=secret, prefix=prefix, insertions=int(r))
         text = make_corpus(n_sentences, canaries=[canary], seed=corpus_seed)
-        model = CharLM(len(vocab), embed=config.embed, hidden=config.hidden, layers=config.layers, seed=init_seed)
-        losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
+        model, train_loss = _train(config, text, vocab, init_seed, train_seed)
         scores = candidate_log_perplexities(model, vocab, prefix, k=k)
         ext = extract_secret(model, vocab, prefix, k=k, beam_width=beam_width)
         results.append(
@@ -99,7 +105,7 @@ def canary_experiment(
                 max_exposure=math.log2(10**k),
                 extracted=ext.secret,
                 extracted_ok=ext.secret == secret,
-                train_loss=float(np.mean(losses[-50:])),
+                train_loss=train_loss,
                 model=model,
             )
         )
@@ -112,12 +118,6 @@ def canary_experiment(
 # the canaries' templates: each a different kind of secret, none of them a template of the corpus
 SECRET_PREFIXES = ("my PIN is", "the door code is", "my card number is", "the safe code is",
                    "my locker is", "the alarm code is", "my account is", "the wifi key is")
-
-
-def _train(config: LMConfig, text: str, vocab: Vocab, init_seed: int, train_seed: int) -> tuple[CharLM, float]:
-    model = CharLM(len(vocab), embed=config.embed, hidden=config.hidden, layers=config.layers, seed=init_seed)
-    losses = train_lm(model, text, vocab, steps=config.steps, seq_len=config.seq_len, batch_size=config.batch_size, lr=config.lr, seed=train_seed)
-    return model, float(np.mean(losses[-50:]))
 
 
 @dataclass
