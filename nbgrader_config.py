@@ -40,6 +40,20 @@ if not os.environ.get("MLSEC_EXCHANGE"):
 # (coursetools/sandbox.py). MLSEC_SANDBOX=off (`make grade SANDBOX=off`) is the explicit opt-out.
 c.Execute.kernel_manager_class = "coursetools.sandbox.SandboxKernelManager"
 
+# The limits of every sandboxed kernel (coursetools/sandbox.py; 0 turns one off). A hand-in that
+# hits one gets 0 on what did not finish and a line saying which limit in its feedback; the batch
+# goes on. Memory is RLIMIT_DATA per process (heap and private writable mappings), processes
+# count threads too, CPU time is per process; /tmp and /dev/shm are tmpfs folders in memory.
+c.SandboxKernelManager.memory_limit = 4 * 2**30       # bytes
+c.SandboxKernelManager.process_limit = 256            # processes and threads
+c.SandboxKernelManager.cpu_time_limit = 3600          # CPU seconds
+c.SandboxKernelManager.file_size_limit = 2**30        # bytes of one file
+c.SandboxKernelManager.tmp_size = 2**30               # bytes of /tmp
+c.SandboxKernelManager.shm_size = 256 * 2**20         # bytes of /dev/shm
+# Output a hand-in's kernel sends back, counted in bytes: what passes these is dropped, with a note.
+c.SandboxExecute.max_cell_output_bytes = 16 * 2**20
+c.SandboxExecute.max_notebook_output_bytes = 64 * 2**20
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Per-cell execution limit of `nbgrader autograde` (and validate). nbgrader's own Execute
@@ -66,7 +80,7 @@ c.GenerateFeedback.preprocessors = [
 # that ends without an error and without its token scores 0. The rest is nbgrader's default list.
 c.Autograde.autograde_preprocessors = [
     "coursetools.integrity.ArmTestCells",
-    "nbgrader.preprocessors.Execute",
+    "coursetools.sandbox.SandboxExecute",  # nbgrader's Execute, with output caps and dead kernels scored
     "coursetools.integrity.CheckTestCells",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",

@@ -80,7 +80,8 @@ def _digest(files: dict[str, bytes], *extra: str) -> str:
 
 
 # The modules of coursetools that take part in grading (the rest build the book and the student edition).
-GRADING_MODULES = ("__init__.py", "grade.py", "nbgrading.py", "parallel.py", "sandbox.py", "nbgrader_feedback.py")
+GRADING_MODULES = ("__init__.py", "grade.py", "nbgrading.py", "parallel.py", "sandbox.py", "seccomp.py",
+                   "nbgrader_feedback.py", "integrity.py")
 
 
 def code_version() -> str:
@@ -304,6 +305,8 @@ def grade_submission(task: Task, bundle: LabBundle) -> Result:
                                        timeout=task.submission_timeout, **run)
             log = proc.stdout or ""
             status = "ok" if proc.returncode == 0 else f"failed: {nbgrading.log_reason(log)}"
+            if status == "ok" and (limit := _limit_reason(log)):
+                status = f"limit: {limit}"
         except subprocess.TimeoutExpired as err:
             log = err.output or ""
             log = log.decode(errors="replace") if isinstance(log, bytes) else log
@@ -312,7 +315,7 @@ def grade_submission(task: Task, bundle: LabBundle) -> Result:
         if status == "ok" and entry is not None and any(
                 score is None for _, _, kind, score in entry.grades if kind == "code"):
             status = "failed: some tests were not run"
-        if status == "ok" and task.feedback:
+        if (status == "ok" or status.startswith("limit: ")) and task.feedback:
             if task.manual_grades or task.manual_comments:
                 _set_manual(db_url, bundle.course_id, task)
             fb = nbgrading.generate_feedback(root, task.lab, student=task.student, check=False, **run)
@@ -324,6 +327,14 @@ def grade_submission(task: Task, bundle: LabBundle) -> Result:
     return Result(student=task.student, lab=task.lab, digest=task.digest, version=bundle.version, status=status,
                   seconds=time.perf_counter() - start, log=log, entry=entry, autograded=autograded,
                   feedback=feedback, worker=_worker_address())
+
+
+def _limit_reason(log: str) -> str | None:
+    """The first limit of the sandbox a submission hit, as coursetools.sandbox.SandboxExecute logs it."""
+    for line in log.splitlines():
+        if "SandboxLimitError: " in line:
+            return line.split("SandboxLimitError: ", 1)[1].strip()[:200]
+    return None
 
 
 # ------------------------------------------------------------------------- the one writer

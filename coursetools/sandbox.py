@@ -1,33 +1,55 @@
 """Run a grading kernel inside a bubblewrap sandbox: the student's code cannot read or write the course.
 
-``nbgrader autograde`` executes a submission in a Jupyter kernel. With
-``--Execute.kernel_manager_class=coursetools.sandbox.SandboxKernelManager`` (what
-:func:`coursetools.nbgrading.autograde` passes unless the sandbox is switched off) that kernel is
-started through ``bwrap`` (Debian's ``bubblewrap``, unprivileged user namespaces):
+``nbgrader autograde`` executes a submission in a Jupyter kernel. ``nbgrader_config.py`` makes
+every kernel nbgrader starts a :class:`SandboxKernelManager`, which starts it through ``bwrap``
+(Debian's ``bubblewrap``). The sandbox holds whether the grader runs as root or as a user:
 
-* the file system is an **allowlist**, all read-only: the system folders (``/usr``, ``/etc``,
-  ``/sys``), the interpreter, the installed packages, ``labkit`` itself and the folder of the
-  submission being graded (the kernel's working directory), except its notebooks: nbgrader has
-  already written the hidden tests into the notebook it executes, so the kernel sees an empty
-  file there. The course (``solutions/``, the gradebook, other submissions, feedback, the
-  course's sources), other repositories and home folders do not exist inside;
-* ``/tmp`` and ``/run`` are empty ``tmpfs`` folders: a scratch space that vanishes with the kernel;
-* no network (``--unshare-net``), its own PID, IPC and UTS namespaces, a new session (no
-  terminal injection), killed with its parent;
-* a cleared environment: only the variables of ``ENV_ALLOW`` pass (no tokens, no database URLs).
-
-The kernel talks to nbgrader over ZeroMQ's IPC transport, through sockets in a private folder
-that is the only writable place shared with the host (a network namespace of its own has no
-route to the host's loopback; it also ends nbgrader's old problem of parallel kernels colliding
-on ports).
+* **The file system is an allowlist**, all read-only: the system folders (``/usr``, ``/etc``,
+  ``/sys``), the interpreter, the installed packages and ``labkit``. The course (``solutions/``,
+  the gradebook, every hand-in, the one under grading included), other repositories and home
+  folders do not exist inside. The kernel starts in an empty ``/tmp`` with ``python -I``: nothing
+  handed in beside a notebook can be imported, and ``PYTHON*`` variables are ignored.
+* **Writable is only memory, and bounded**: ``/tmp``, ``/dev/shm`` and ``/run`` are tmpfs
+  folders of a fixed size that vanish with the kernel. No folder of the host is writable: the
+  kernel binds its ZeroMQ sockets in its own ``/run``, and the grader reaches them through
+  ``/proc/<pid>/root`` (the kernel's connection file comes in read-only).
+* **No privilege**: a non-root uid and gid inside, no capabilities (effective, permitted,
+  inheritable, ambient and bounding sets empty), ``no_new_privs``, and a seccomp filter
+  (:mod:`coursetools.seccomp`) that denies mount, umount, unshare, setns, ptrace, keyctl, bpf and
+  the rest of what changes mounts, namespaces or other processes. As root, bwrap sets up the
+  mounts and ``setpriv`` drops to a uid of its own for each kernel (``uid_base`` + a random
+  offset), which owns no file of the host; as a user, bwrap maps the kernel to ``nobody`` in a
+  user namespace it cannot leave (``--disable-userns``).
+* **Limits** (:class:`SandboxKernelManager` traits, set in ``nbgrader_config.py``): memory
+  (``RLIMIT_DATA``: the heap and every private writable mapping), processes and threads
+  (``RLIMIT_NPROC``), CPU time (``RLIMIT_CPU``), the size of one file (``RLIMIT_FSIZE``), open
+  files, no core dumps, and the tmpfs sizes. :class:`SandboxExecute` (nbgrader's ``Execute``,
+  configured in ``autograde_preprocessors``) caps the bytes of output kept per cell and per
+  notebook, and turns a kernel that dies (a limit, a crash) into an error in that cell and
+  "not run" in the cells after it, so that the tests that passed before keep their points.
+* no network (``--unshare-net``), its own PID, IPC, UTS and cgroup namespaces, a new session (no
+  terminal injection), killed with its parent; a cleared environment (``ENV_ALLOW`` only).
 
 ``MLSEC_SANDBOX=off`` starts kernels without the sandbox (with a warning on every kernel); the
 grader refuses to run at all without ``bwrap`` unless that opt-out is given.
+
+Which limit applies where: the rlimits, the tmpfs sizes and the output caps everywhere bwrap runs.
+Memory counts per process (a kernel that starts child processes gets the limit in each), CPU time
+per process, and the process limit counts the tasks (processes and threads) of the kernel's uid:
+exact as root (a uid per kernel), approximate as a user (the user's other tasks are counted
+before the kernel starts, and the kernel's uid is the user's). A cgroup (one budget for the whole
+kernel tree) is not used: this needs a delegated cgroup v2, which systemd's ``--scope`` gives
+where systemd is PID 1; see docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 import os
+import pwd
+import random
+import select
 import shutil
 import subprocess
 import sys
@@ -36,8 +58,14 @@ import warnings
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
+from nbgrader.preprocessors import Execute
+from nbformat import NotebookNode
+from traitlets import Bool, Integer
 
-__all__ = ["SandboxKernelManager", "SandboxUnavailable", "bwrap_path", "check_available", "sandbox_enabled", "bwrap_args"]
+from . import seccomp
+
+__all__ = ["SandboxKernelManager", "SandboxExecute", "SandboxUnavailable", "SandboxLimitError", "bwrap_path",
+           "check_available", "sandbox_enabled", "bwrap_args", "rlimit_args", "INSIDE_RUN"]
 
 INSTALL_HINT = (
     "Install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora: `sudo dnf install bubblewrap`), "
@@ -84,19 +112,59 @@ def _probe(path: str) -> str:
 
 SYSTEM = ("/usr", "/etc", "/sys")  # the system's software and configuration, read-only
 MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # links into /usr, or folders
+INSIDE_RUN = "/run"                # the kernel's sockets and its connection file, inside
+INSIDE_CONNECTION = f"{INSIDE_RUN}/kernel.json"
+INSIDE_HOME = "/tmp/home"
+NOBODY = 65534                     # the kernel's uid and gid inside when the grader is not root
+GiB, MiB = 2**30, 2**20
 
 
-def bwrap_args(*, cwd: Path, runtime: Path) -> list[str]:
+class SandboxLimitError(RuntimeError):
+    """A grading kernel stopped or was cut off by one of the sandbox's limits."""
+
+
+def _helpers() -> dict[str, str]:
+    """``prlimit`` (util-linux) everywhere, ``setpriv`` (util-linux) when the grader is root."""
+    names = ("prlimit", "setpriv") if os.geteuid() == 0 else ("prlimit",)
+    found = {name: shutil.which(name) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise SandboxUnavailable(f"the sandbox needs {' and '.join(missing)} from util-linux "
+                                 f"(Debian/Ubuntu: `sudo apt-get install util-linux`)")
+    return found
+
+
+def rlimit_args(*, memory: int, processes: int, cpu_seconds: int, file_size: int, open_files: int) -> list[str]:
+    """``prlimit`` options for a kernel (soft = hard, but for CPU time: SIGXCPU at the limit, SIGKILL
+    five seconds later). 0 leaves a limit unset."""
+    out = ["--core=0"]
+    for flag, value in (("--data", memory), ("--nproc", processes), ("--fsize", file_size), ("--nofile", open_files)):
+        if value:
+            out.append(f"{flag}={int(value)}")
+    if cpu_seconds:
+        out.append(f"--cpu={int(cpu_seconds)}:{int(cpu_seconds) + 5}")
+    return out
+
+
+def bwrap_args(*, connection_file: Path | None, seccomp_fd: int, info_fd: int | None = None, uid: int | None = None,
+               tmp_bytes: int = 1 * GiB, shm_bytes: int = 256 * MiB, run_bytes: int = 1 * MiB,
+               software: list[Path] | None = None) -> list[str]:
     """The ``bwrap`` command line (without the command to run) for a grading kernel.
 
     An allowlist: the new root holds only the system folders, the interpreter, the installed
-    packages, labkit and the submission's folder (all read-only), empty ``/tmp``, ``/dev``,
-    ``/proc``, and the IPC folder. Everything else (the course, other repositories, home folders,
-    other mounts) does not exist inside.
-    """
-    import labkit  # the one package a submission must import; its source comes back read-only
+    packages and labkit (all read-only), the kernel's connection file (read-only, at
+    ``INSIDE_CONNECTION``), sized tmpfs folders at ``/tmp``, ``/dev/shm`` and ``/run``, a minimal
+    ``/dev`` and ``/proc``. No folder of the host is writable inside.
 
-    labkit_dir = Path(labkit.__file__).resolve().parent
+    Args:
+        connection_file: the kernel's own connection file on the host (ip ``/run/kernel``).
+        seccomp_fd: a file descriptor the caller passes on, holding :func:`seccomp.filter_program`.
+        info_fd: where bwrap writes ``{"child-pid": N}`` (the grader reaches the sockets through it).
+        uid: as root, the uid that ``setpriv`` drops to inside (the caller puts ``setpriv`` in the
+            command); None for a user, whom bwrap maps to ``nobody`` in a user namespace.
+        software: the folders to bind besides the system's; default: the interpreter's prefixes
+            and labkit (tests pass others to probe the sandbox with system tools alone).
+    """
     args = [bwrap_path() or "bwrap"]
     for path in SYSTEM:
         if Path(path).exists():
@@ -107,62 +175,275 @@ def bwrap_args(*, cwd: Path, runtime: Path) -> list[str]:
             args += ["--symlink", os.readlink(p), path]
         elif p.is_dir():
             args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
-    software = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), labkit_dir}
-    for path in sorted(software, key=lambda q: len(q.parts)):
-        if not any(str(path).startswith(system + "/") for system in SYSTEM):
-            args += ["--ro-bind", str(path), str(path)]
-    cwd = Path(cwd).resolve()
-    args += ["--ro-bind", str(cwd), str(cwd)]
-    # nbgrader writes the notebook under grading, hidden tests included, into the working directory
-    # before it executes it: the kernel sees empty files in its place.
-    for nb in sorted(cwd.glob("*.ipynb")):
-        args += ["--ro-bind", "/dev/null", str(nb)]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(int(shm_bytes)), "--tmpfs", "/dev/shm",
+             "--perms", "1777", "--size", str(int(run_bytes)), "--tmpfs", INSIDE_RUN]
+    if connection_file is not None:
+        args += ["--ro-bind", str(connection_file), INSIDE_CONNECTION]
+    if software is None:
+        import labkit  # the one package a submission must import; its source comes back read-only
+
+        software = [Path(sys.base_prefix), Path(sys.prefix), Path(labkit.__file__).parent]
+    software = {Path(p).resolve() for p in software}
+    software = sorted((p for p in software if not any(str(p).startswith(system + "/") for system in SYSTEM)),
+                      key=lambda q: len(q.parts))
+    # bwrap makes missing parents 0700, which the kernel's uid could not pass through: make them 0755.
+    parents = sorted({str(a) for p in software for a in p.parents if a != Path("/")}, key=len)
+    for parent in parents:
+        args += ["--perms", "0755", "--dir", parent]
+    for path in software:
+        args += ["--ro-bind", str(path), str(path)]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # a GPU, where the grading machine has one
         args += ["--dev-bind", str(dev), str(dev)]
     args.append("--clearenv")
     for name in ENV_ALLOW:
         if name in os.environ:
             args += ["--setenv", name, os.environ[name]]
-    home = "/tmp/home"
-    args += ["--bind", str(runtime), str(runtime), "--dir", home,
-             "--setenv", "HOME", home, "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", f"{home}/.matplotlib",
-             "--setenv", "IPYTHONDIR", f"{home}/.ipython", "--setenv", "JUPYTER_RUNTIME_DIR", str(runtime),
-             "--chdir", str(cwd),
-             "--unshare-all", "--die-with-parent", "--new-session", "--"]
+    args += ["--perms", "1777", "--dir", INSIDE_HOME, "--remount-ro", "/dev", "--remount-ro", "/",
+             "--setenv", "HOME", INSIDE_HOME, "--setenv", "TMPDIR", "/tmp",
+             "--setenv", "MPLCONFIGDIR", f"{INSIDE_HOME}/.matplotlib", "--setenv", "IPYTHONDIR", f"{INSIDE_HOME}/.ipython",
+             "--setenv", "JUPYTER_RUNTIME_DIR", INSIDE_RUN, "--chdir", "/tmp",
+             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+             "--cap-drop", "ALL"]
+    if uid is None:  # a user: bwrap's user namespace, inside which no new one can be made
+        args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--disable-userns"]
+    else:  # root: only what setpriv needs to drop to `uid`, which it does before anything else runs
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    args += ["--seccomp", str(seccomp_fd)]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
+    args += ["--die-with-parent", "--new-session", "--"]
     return args
 
 
+def _tasks_of(uid: int) -> int:
+    """How many tasks (processes and threads) of ``uid`` run now: what ``RLIMIT_NPROC`` counts."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if proc.stat().st_uid == uid:
+                    count += sum(1 for _ in (proc / "task").iterdir())
+            except OSError:
+                continue
+    return count
+
+
+def _exit_reason(code: int | None, km: "SandboxKernelManager") -> str:
+    """What a sandboxed kernel's exit status says (bwrap exits with 128 + the signal that killed it)."""
+    if code is None:
+        return "the kernel stopped answering"
+    signal = code - 128 if code > 128 else (-code if code < 0 else 0)
+    if signal == 24:  # SIGXCPU
+        return f"the kernel used up its CPU time limit ({km.cpu_time_limit} s) and was stopped"
+    if signal == 25:  # SIGXFSZ
+        return f"the kernel wrote a file larger than its limit ({km.file_size_limit} bytes) and was stopped"
+    if signal == 9:
+        return ("the kernel was killed (SIGKILL: the CPU time limit's hard stop, the machine running out of "
+                "memory, or the grader)")
+    if signal:
+        return f"the kernel died from signal {signal}"
+    return f"the kernel exited with status {code}"
+
+
 class SandboxKernelManager(AsyncKernelManager):
-    """An ``AsyncKernelManager`` whose kernels run in a bubblewrap sandbox over IPC sockets."""
+    """An ``AsyncKernelManager`` whose kernels run in a bubblewrap sandbox, within limits.
+
+    The limits are traits: set them in ``nbgrader_config.py``, e.g.
+    ``c.SandboxKernelManager.memory_limit = 8 * 2**30``; 0 turns one off.
+    """
+
+    memory_limit = Integer(4 * GiB, help="bytes of heap and private writable memory per kernel process "
+                           "(RLIMIT_DATA); a larger allocation raises MemoryError").tag(config=True)
+    process_limit = Integer(256, help="processes and threads the kernel may run at once (RLIMIT_NPROC)").tag(config=True)
+    cpu_time_limit = Integer(3600, help="CPU seconds per kernel process (RLIMIT_CPU); past it the kernel is stopped, "
+                             "and the cells not finished score 0").tag(config=True)
+    file_size_limit = Integer(1 * GiB, help="bytes of one file the kernel writes (RLIMIT_FSIZE)").tag(config=True)
+    open_files_limit = Integer(1024, help="open file descriptors per kernel process (RLIMIT_NOFILE)").tag(config=True)
+    tmp_size = Integer(1 * GiB, help="bytes of the kernel's /tmp (a tmpfs, in memory)").tag(config=True)
+    shm_size = Integer(256 * MiB, help="bytes of the kernel's /dev/shm (a tmpfs; PyTorch's data loaders "
+                       "share tensors through it)").tag(config=True)
+    enforce_limits = Bool(True, help="False: the sandbox without the resource limits (for benchmarks)").tag(config=True)
+    uid_base = Integer(2_000_000_000, help="as root, each kernel runs as uid_base + a random offset "
+                       "below uid_span, a uid that owns no file (set it clear of /etc/subuid ranges)").tag(config=True)
+    uid_span = Integer(1_000_000).tag(config=True)
 
     async def _async_pre_start_kernel(self, **kw):
-        self._sandbox_cwd = Path(kw.get("cwd") or os.getcwd())
         self._sandboxed = sandbox_enabled()
-        if self._sandboxed:
-            check_available()
-            self._runtime = Path(tempfile.mkdtemp(prefix="mlsec-kernel-"))
-            os.chmod(self._runtime, 0o700)
-            self.transport = "ipc"
-            self.ip = str(self._runtime / "kernel")
-            self.connection_file = str(self._runtime / "kernel.json")
-            # A signal to bwrap does not reach the kernel (its own PID namespace): interrupt a
-            # cell that runs past its timeout with an interrupt_request on the control channel.
-            self.kernel_spec.interrupt_mode = "message"
-        else:
+        if not self._sandboxed:
             warnings.warn("MLSEC_SANDBOX=off: this grading kernel runs WITHOUT a sandbox; student code can read and "
                           "write everything the grader can (the gradebook, hidden tests, other submissions).", stacklevel=2)
             print("WARNING: grading kernel started without a sandbox (MLSEC_SANDBOX=off)", file=sys.stderr)
-        return await super()._async_pre_start_kernel(**kw)
+            return await super()._async_pre_start_kernel(**kw)
+        check_available()
+        self._tools = _helpers()
+        self._root = os.geteuid() == 0
+        self._uid = self.uid_base + random.SystemRandom().randrange(self.uid_span) if self._root else None
+        self._runtime = Path(tempfile.mkdtemp(prefix="mlsec-kernel-"))  # 0700: the host's side only
+        self.transport = "ipc"
+        self.ip = str(self._runtime / "kernel")
+        self.connection_file = str(self._runtime / "host.json")
+        # A signal to bwrap does not reach the kernel (its own PID namespace): interrupt a cell
+        # that runs past its timeout with an interrupt_request on the control channel.
+        self.kernel_spec.interrupt_mode = "message"
+        program = seccomp.filter_program()
+        self._seccomp_r, w = os.pipe()
+        os.write(w, program)  # a few hundred bytes: fits the pipe's buffer
+        os.close(w)
+        self._info_r, self._info_w = os.pipe()
+        cmd, kw = await super()._async_pre_start_kernel(**kw)
+        kw["pass_fds"] = (self._seccomp_r, self._info_w)
+        kw.pop("cwd", None)  # the kernel starts in its own /tmp, not beside the hand-in
+        return cmd, kw
+
+    def _write_kernel_connection_file(self) -> Path:
+        """The kernel's copy of the connection file: the same ports and key, its sockets in /run."""
+        info = self.get_connection_info()
+        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
+        info["ip"] = f"{INSIDE_RUN}/kernel"
+        path = self._runtime / "kernel.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        if self._uid is not None:
+            os.chown(path, self._uid, self._uid)  # readable by the kernel's uid alone
+        return path
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)
         if not getattr(self, "_sandboxed", False):
             return cmd
-        return bwrap_args(cwd=self._sandbox_cwd, runtime=self._runtime) + cmd
+        self.write_connection_file()
+        inside = self._write_kernel_connection_file()
+        cmd = [INSIDE_CONNECTION if part == self.connection_file else part for part in cmd]
+        if Path(cmd[0]).name.startswith("python"):
+            cmd.insert(1, "-I")  # isolated: no PYTHON* variables, no script folder or cwd on sys.path
+        prefix = []
+        if self.enforce_limits:
+            processes = self.process_limit
+            if processes and self._uid is None:  # a user: RLIMIT_NPROC counts the user's other tasks too
+                processes += _tasks_of(os.getuid())
+            prefix += [self._tools["prlimit"], *rlimit_args(memory=self.memory_limit, processes=processes,
+                                                             cpu_seconds=self.cpu_time_limit,
+                                                             file_size=self.file_size_limit,
+                                                             open_files=self.open_files_limit), "--"]
+        if self._uid is not None:
+            prefix += [self._tools["setpriv"], f"--reuid={self._uid}", f"--regid={self._uid}", "--clear-groups",
+                       "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        limits = dict(tmp_bytes=self.tmp_size, shm_bytes=self.shm_size) if self.enforce_limits else \
+            dict(tmp_bytes=16 * GiB, shm_bytes=16 * GiB)
+        return bwrap_args(connection_file=inside, seccomp_fd=self._seccomp_r, info_fd=self._info_w,
+                          uid=self._uid, **limits) + prefix + cmd
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+        finally:
+            if getattr(self, "_sandboxed", False):
+                os.close(self._seccomp_r)
+                os.close(self._info_w)
+        if getattr(self, "_sandboxed", False):
+            pid = await asyncio.get_running_loop().run_in_executor(None, self._child_pid)
+            # The kernel's sockets live in its own /run; the grader reaches them through the
+            # sandbox's root as /proc shows it (ZeroMQ retries until the kernel has bound them).
+            self.ip = f"/proc/{pid}/root{INSIDE_RUN}/kernel"
+
+    def _child_pid(self, timeout: float = 60.0) -> int:
+        """The sandbox's first process, as bwrap reports it on ``--info-fd``."""
+        data = b""
+        try:
+            while True:
+                ready, _, _ = select.select([self._info_r], [], [], timeout)
+                if not ready:
+                    raise SandboxUnavailable(f"bwrap reported no sandbox within {timeout:g} s")
+                chunk = os.read(self._info_r, 4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(self._info_r)
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise SandboxUnavailable(f"bwrap could not start the kernel's sandbox (it reported {data[:200]!r})") from None
+
+    def exit_reason(self) -> str:
+        """Why the kernel stopped, from its exit status (for the feedback and the grading log)."""
+        process = getattr(self.provisioner, "process", None) if self.provisioner is not None else None
+        code = process.poll() if process is not None else None
+        return _exit_reason(code, self)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         runtime = getattr(self, "_runtime", None)
-        if runtime is not None and not restart:
+        if runtime is not None:
             shutil.rmtree(runtime, ignore_errors=True)
+
+    # AsyncKernelManager binds its public names to the base class's coroutines: nbclient calls
+    # cleanup_resources() on a kernel that died, which must remove the runtime folder too.
+    cleanup_resources = _async_cleanup_resources
+
+
+class SandboxExecute(Execute):
+    """nbgrader's ``Execute``, with the output of a hand-in capped and a dead kernel scored cell by cell.
+
+    * Output: past ``max_cell_output_bytes`` in a cell, or ``max_notebook_output_bytes`` in the
+      notebook, outputs are dropped and one line says so (what the kernel printed is counted in
+      bytes, as its messages carry it).
+    * A kernel that dies (a limit, a crash) fails the cell it was running with a
+      :class:`SandboxLimitError` that says why, and every later code cell with "not run"; the
+      notebook is still scored, so the tests that passed before keep their points.
+    """
+
+    max_cell_output_bytes = Integer(16 * MiB, help="bytes of output kept per cell").tag(config=True)
+    max_notebook_output_bytes = Integer(64 * MiB, help="bytes of output kept per notebook").tag(config=True)
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._out_bytes: dict[int, int] = {}
+        self._cut: set[int] = set()
+        self._dead: str | None = None
+        return super().preprocess(nb, resources, km=km)
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(json.dumps(msg.get("content", {}), default=str))
+        cell_total = self._out_bytes.get(cell_index, 0) + size
+        notebook_total = sum(self._out_bytes.values()) + size
+        if cell_total > self.max_cell_output_bytes or notebook_total > self.max_notebook_output_bytes:
+            if cell_index not in self._cut:
+                self._cut.add(cell_index)
+                which = ("this cell's", self.max_cell_output_bytes) if cell_total > self.max_cell_output_bytes \
+                    else ("the notebook's", self.max_notebook_output_bytes)
+                note = (f"[output cut: {which[0]} output passed the grader's limit of {which[1]:,} bytes "
+                        f"(c.SandboxExecute); the rest of it is not kept]\n")
+                outs.append(NotebookNode(output_type="stream", name="stderr", text=note))
+                name = self.nb.cells[cell_index].get("metadata", {}).get("nbgrader", {}).get("grade_id") \
+                    or f"number {cell_index}"
+                self.log.warning("SandboxLimitError: cell %s: %s output passed %s bytes and was cut",
+                                 name, which[0].replace("'s", ""), f"{which[1]:,}")
+            return None
+        self._out_bytes[cell_index] = cell_total
+        return super().output(outs, msg, display_id, cell_index)
+
+    def preprocess_cell(self, cell, resources, index):
+        from nbclient.exceptions import DeadKernelError
+
+        if cell.cell_type != "code" or not cell.source.strip():
+            return super().preprocess_cell(cell, resources, index)
+        if self._dead is not None:
+            cell.outputs = [self._error(f"not run: {self._dead} in an earlier cell")]
+            return cell, self.resources
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            km = self.km
+            self._dead = km.exit_reason() if isinstance(km, SandboxKernelManager) else "the kernel died"
+            name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"number {index}"
+            self.log.error("SandboxLimitError: cell %s: %s", name, self._dead)
+            cell.outputs = list(cell.get("outputs", [])) + [self._error(f"{self._dead} while running this cell")]
+            return cell, self.resources
+
+    @staticmethod
+    def _error(text: str) -> NotebookNode:
+        return NotebookNode(output_type="error", ename="SandboxLimitError", evalue=text,
+                            traceback=[f"SandboxLimitError: {text}"])
