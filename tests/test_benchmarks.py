@@ -21,15 +21,15 @@ def test_bench_ensemble_prints_all_three_variants():
     assert all(t > 0 for t in times), row
 
 
-def test_bench_sandbox_grades_the_same_submission_both_ways():
+def test_bench_sandbox_grades_the_same_submission_three_ways():
     env = {**os.environ, "LABKIT_PROGRESS": "0"}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_sandbox.py"), "--repeats", "1"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     header, _, row = [line for line in out.stdout.splitlines() if line.strip()][1:4]
-    assert header.split()[:3] == ["lab", "sandboxed", "s"] and row.startswith("demo")
-    on, off = (float(v) for v in row.split()[1:3])
-    assert on > 0 and off > 0
+    assert header.split()[:4] == ["lab", "limits", "s", "no"] and row.startswith("demo")
+    limits, no_limits, no_sandbox, ratio = (float(v) for v in row.split()[1:5])
+    assert limits > 0 and no_limits > 0 and no_sandbox > 0 and abs(ratio - limits / no_limits) < 0.01
 
 
 def test_bench_dpsgd_prints_the_speed_up_row():
