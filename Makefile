@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LABS   := $(notdir $(wildcard solutions/lab*))
 
-.PHONY: help venv book test test-fast lab release student grade collect export check-lab bench clean
+.PHONY: help venv system-deps book test test-fast lab release student grade collect export check-lab bench clean
 
 help:
 	@echo "make book      build the Jupyter Book (chapters executed) into _build/html"
@@ -32,7 +32,12 @@ venv: $(BIN)/python
 book: venv
 	LABKIT_PROGRESS=0 $(BIN)/jupyter-book build . -W -n --keep-going
 
-test: venv
+# The system parts the tests need (bubblewrap, util-linux, python3-seccomp, postgresql, chromium):
+# installed when missing where that is possible (Debian/Ubuntu, root or sudo), else a message.
+system-deps:
+	@bash tools/system-deps.sh
+
+test: venv system-deps
 	LABKIT_PROGRESS=0 $(BIN)/python -m pytest -ra
 
 test-fast: venv

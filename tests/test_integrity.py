@@ -139,7 +139,7 @@ def test_the_course_config_runs_the_check_around_execution():
 
     cfg = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
     pps = list(cfg.Autograde.autograde_preprocessors)
-    i = pps.index("nbgrader.preprocessors.Execute")
+    i = pps.index("coursetools.sandbox.SandboxExecute")  # nbgrader's Execute, sandboxed
     assert pps[i - 1] == "coursetools.integrity.ArmTestCells" and pps[i + 1] == "coursetools.integrity.CheckTestCells"
     assert pps.index("nbgrader.preprocessors.SaveAutoGrades") > i + 1  # scores are saved after the check
 
