@@ -33,6 +33,15 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.Exchange.root = os.environ.get("MLSEC_EXCHANGE") or os.path.join(HERE, "grading", "exchange")
 if not os.environ.get("MLSEC_EXCHANGE"):
     os.makedirs(c.Exchange.root, exist_ok=True)
+# Collect takes a hand-in only when its folder and files are owned by the student it names (the
+# system user of that name; where there is none, the instructor running collect), with no link or
+# device in it, and copies only <lab>.ipynb (coursetools/exchange.py, coursetools/intake.py).
+c.ExchangeFactory.collect = "coursetools.exchange.OwnerCheckedCollect"
+
+# Only notebooks are graded: wherever a hand-in enters (grading/submitted/ for mlsec-grade, an LMS
+# download for mlsec-collect, the exchange), only a regular file <lab>.ipynb (no link, one hard link)
+# of at most this many bytes is taken; the rest is refused and listed (coursetools/intake.py).
+c.Intake.max_notebook_bytes = 32 * 2**20
 
 # Student code is untrusted: every kernel nbgrader starts to execute a notebook (autograde, and
 # validate here in the instructor's repository) runs in a bubblewrap sandbox that hides the course

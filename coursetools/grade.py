@@ -6,7 +6,11 @@
 
 (``mlsec-grade`` is the console script of :func:`main`; ``python -m coursetools.grade`` is the same.)
 
-Students and labs are discovered from grading/submitted/<student>/<lab>/<lab>.ipynb. For each lab
+Students and labs are discovered from grading/submitted/<student>/<lab>/<lab>.ipynb, and only that
+file goes to the grader: a regular file under the size cap, read without following a link
+(coursetools/intake.py); a link, a device, a file with a second hard link or one over the cap is
+refused (the row's status says why, 0 points) and the files beside a notebook are listed, never
+shipped. For each lab
 the gradebook is synchronised with solutions/<lab> (`nbgrader generate_assignment`, releasing into a
 temporary folder so that labs/ is left alone). Then every submission to grade is one task on Dask
 distributed (coursetools/parallel.py): a `LocalCluster` of --workers one-thread worker processes
@@ -43,7 +47,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import integrity, nbgrading, parallel, sandbox
+from . import intake, integrity, nbgrading, parallel, sandbox
 
 CSV_HEADER = ("student", "lab", "score", "max_score", "auto_score", "max_auto_score",
               "manual_score", "manual_pending", "status")
@@ -67,16 +71,9 @@ class Row:
 
 
 def discover(submitted: Path) -> dict[str, list[str]]:
-    """{student: [lab, ...]} for every grading/submitted/<student>/<lab>/ holding a notebook."""
-    found: dict[str, list[str]] = {}
-    if not submitted.is_dir():
-        return found
-    for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        labs = sorted(p.name for p in student_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.ipynb")))
-        if labs:
-            found[student_dir.name] = labs
-    return found
+    """{student: [lab, ...]} for every grading/submitted/<student>/<lab>/ holding a notebook, found
+    without following links (a lab folder that is a link is listed, to be refused with a row)."""
+    return intake.scan_submitted(submitted)[0]
 
 
 def prepare_lab(course: Path, lab: str, logs: Path) -> str | None:
@@ -203,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
     course = Path(args.course).resolve()
     submitted = nbgrading.course_dir(course, "submitted")
-    found = discover(submitted)
+    try:
+        max_bytes = intake.max_notebook_bytes(nbgrading.course_config(course))
+    except ValueError as err:
+        print(f"refusing to grade: nbgrader_config.py: {err}", file=sys.stderr)
+        return 2
+    found, not_handins = intake.scan_submitted(submitted)
     selected = {s: [lab for lab in labs if not args.lab or lab in args.lab]
                 for s, labs in found.items() if not args.student or s in args.student}
     selected = {s: labs for s, labs in selected.items() if labs}
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], Row] = {}
     tasks: list[parallel.Task] = []
     unchanged = 0
+    notebooks: dict[tuple[str, str], bytes] = {}   # what intake took: the integrity scan reads these
+    not_taken = list(not_handins)  # files beside the notebooks, links, ... for the report
     gb = _open_gradebook(course)
     try:
         for lab in labs:
@@ -266,8 +270,15 @@ def main(argv: list[str] | None = None) -> int:
                 elif not _STUDENT_ID.match(student):
                     rows[student, lab] = Row(student, lab, f"skipped: student folder name {student!r} is not a valid id")
                 else:
-                    folder = submitted / student / lab
-                    files = parallel.read_tree(folder)
+                    # Only the regular file <lab>.ipynb (and nbgrader's timestamp) goes to the grader,
+                    # read without following a link (coursetools/intake.py).
+                    handin = intake.read_handin(submitted, student, lab, max_bytes=max_bytes)
+                    not_taken += [f"{student}/{lab}/{note}" for note in handin.ignored]
+                    if handin.refused:
+                        rows[student, lab] = Row(student, lab, f"refused: {handin.refused}")
+                        continue
+                    files = handin.files
+                    notebooks[student, lab] = files[f"{lab}.ipynb"]
                     digest = parallel._digest(files)
                     done = None if forced else manifest.current(student, lab, digest=digest,
                                                                 version=versions[lab], options=options)
@@ -325,10 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         submitted.parent / "grades.csv", CSV_HEADER,
         (rows[s, lab].csv(*maxima[lab]) for s in students for lab in labs))
     failed = [f"{r.student}/{r.lab}: {r.status}" for r in rows.values()
-              if not r.status.startswith("ok") and r.status != "not submitted"]
+              if not r.status.startswith(("ok", "refused: ")) and r.status != "not submitted"]
     if failed:
         print("\nnot graded normally (see grading/logs/):\n  " + "\n  ".join(failed))
-    report, flagged = integrity_report(course, found, logs)
+    refused = [f"{r.student}/{r.lab}: {r.status}" for r in rows.values() if r.status.startswith("refused: ")]
+    if refused:
+        print(f"\nrefused, scored 0 (a hand-in is one regular file <lab>.ipynb of at most {max_bytes} bytes, "
+              "not a link; coursetools/intake.py):\n  " + "\n  ".join(refused))
+    if not_taken:
+        print(f"\nnot taken from {submitted} (only <lab>/<lab>.ipynb, a regular file, is graded):\n  "
+              + "\n  ".join(not_taken[:50]) + (f"\n  ... ({len(not_taken) - 50} more)" if len(not_taken) > 50 else ""))
+    report, flagged = integrity_report(course, found, logs, notebooks=notebooks, max_bytes=max_bytes)
     if flagged:
         print(f"\nfor review: {len(flagged)} submission(s) with code that games the grader or looks like it "
               f"({report}):\n  " + "\n  ".join(flagged[:20]) + ("\n  ..." if len(flagged) > 20 else ""))
@@ -338,25 +356,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def integrity_report(course: Path, found: dict[str, list[str]], logs: Path) -> tuple[Path, list[str]]:
+def integrity_report(course: Path, found: dict[str, list[str]], logs: Path, *,
+                     notebooks: dict[tuple[str, str], bytes] | None = None,
+                     max_bytes: int = intake.MAX_NOTEBOOK_BYTES) -> tuple[Path, list[str]]:
     """``grading/integrity.csv`` for every submission: what the code scan finds in the student's
     cells, and the test cells that did not run to their end in the last grading (from its log).
+
+    ``notebooks``: the hand-ins' bytes as intake took them; a hand-in not in it is read through
+    intake (a refused one is not scanned).
 
     Returns:
         the report's path and one line per flagged submission.
     """
+    import nbformat
+
     submitted = nbgrading.course_dir(course, "submitted")
+    notebooks = notebooks or {}
     sources: dict[str, object] = {}
     findings: dict[tuple[str, str], list[integrity.Finding]] = {}
     for student, labs in found.items():
         for lab in labs:
-            path = submitted / student / lab / f"{lab}.ipynb"
             items: list[integrity.Finding] = []
             try:
                 if lab not in sources:
                     src = course / "solutions" / lab / f"{lab}.ipynb"
                     sources[lab] = nbgrading.read_notebook(src) if src.is_file() else None
-                items = integrity.scan_notebook(nbgrading.read_notebook(path), source=sources[lab])
+                data = notebooks.get((student, lab))
+                if data is None:
+                    data = intake.read_handin(submitted, student, lab, max_bytes=max_bytes).files.get(f"{lab}.ipynb")
+                if data is not None:
+                    nb = nbformat.reads(data.decode("utf-8"), as_version=nbgrading.NB_VERSION)
+                    items = integrity.scan_notebook(nb, source=sources[lab])
             except Exception:  # not a notebook: reported as failed by the grading itself
                 pass
             log = logs / f"{student}__{lab}.log"

@@ -6,6 +6,12 @@
 **Collect** (`make collect LAB=... ZIP=...`) runs nbgrader's own ``zip_collect``: DOWNLOAD (a zip
 or a folder of files as the LMS names them) is copied into grading/lms/<lab>/archive/, extracted,
 and each file whose name matches the pattern is copied to grading/submitted/<student>/<lab>/<file>.
+Hand-ins are hostile, so only notebooks pass (coursetools/intake.py): from a folder only regular
+``.ipynb`` and ``.zip`` files are copied (links, devices and other files are skipped and listed);
+:class:`SafeExtractor` replaces nbgrader's extractor and writes only the regular ``.ipynb``
+entries of the download's zips with safe names under the size cap (``c.Intake.max_notebook_bytes``),
+never unpacks an archive inside them, and skips and lists every other entry (``..``, absolute,
+link and device entries, zip bombs) while the rest of the download is still collected.
 The pattern is a regular expression with the named groups ``student_id`` and ``file_id``
 (nbgrader's ``FileNameCollectorPlugin.named_regexp``), matched against the file's name (and the
 folder it sits in); it comes from --pattern, else from ``c.FileNameCollectorPlugin.named_regexp``
@@ -23,18 +29,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import re
 import shutil
+import stat
 import sys
 import warnings
 import zipfile
 from pathlib import Path
 
-from nbgrader.plugins import FileNameCollectorPlugin
+from nbgrader.plugins import ExtractorPlugin, FileNameCollectorPlugin
 
-from . import nbgrading
+from . import intake, nbgrading
 
-__all__ = ["PRESETS", "LabFileCollector", "named_regexp", "collect", "export", "main_collect", "main_export"]
+__all__ = ["PRESETS", "LabFileCollector", "SafeExtractor", "named_regexp", "collect", "export", "main_collect",
+           "main_export"]
 
 # File-name patterns of LMS bulk downloads (matched against the file name, folder included).
 PRESETS = {
@@ -49,9 +59,21 @@ _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 _NUMBERED = re.compile(r"^(?P<stem>.+?)-\d+(?P<ext>\.ipynb)$")
 
 
+_REFUSED = "mlsec-intake refused: "  # + JSON {"name", "reason"[, "path"]}: one line of the log per refusal
+
+
+def _log_refusal(log, name: str, reason: str, path: str | None = None) -> None:
+    entry = {"name": name, "reason": reason}
+    if path is not None:
+        entry["path"] = path
+    log.warning(_REFUSED + json.dumps(entry))
+
+
 class LabFileCollector(FileNameCollectorPlugin):
     """nbgrader's file-name collector, plus: a copy the LMS numbered (``lab-2.ipynb``) is the lab's
-    notebook (``lab.ipynb``)."""
+    notebook (``lab.ipynb``); a student id that is no valid folder name, and a second file for the
+    same student and notebook (which would make zip_collect stop the whole import), are refused and
+    reported, the first file kept."""
 
     def collect(self, submitted_file):
         info = super().collect(submitted_file)
@@ -59,7 +81,65 @@ class LabFileCollector(FileNameCollectorPlugin):
             m = _NUMBERED.match(info["file_id"])
             if m:
                 info["file_id"] = m["stem"] + m["ext"]
+        if not info or not isinstance(info.get("student_id"), str) or not isinstance(info.get("file_id"), str):
+            return info
+        name = os.path.basename(submitted_file)
+        if not _STUDENT_ID.match(info["student_id"]):
+            _log_refusal(self.log, name, f"student id {info['student_id']!r} is not valid (letters, digits, "
+                         "_ . @ -); fix the pattern", submitted_file)
+            return None
+        seen = self.__dict__.setdefault("_mlsec_seen", {})
+        key = (info["student_id"], info["file_id"])
+        if key in seen:
+            _log_refusal(self.log, name, f"a second file for {info['file_id']} of student {info['student_id']} "
+                         f"(kept {os.path.basename(seen[key])}; check by hand)", submitted_file)
+            return None
+        seen[key] = submitted_file
         return info
+
+
+class SafeExtractor(ExtractorPlugin):
+    """zip_collect's extractor for hostile downloads (``--ZipCollectApp.extractor_plugin``).
+
+    Every zip in the archive folder (the download, or the zips of a downloaded folder) is read
+    with :func:`coursetools.intake.extract_zip` into ``extracted/<zip name>/``: only regular
+    ``.ipynb`` entries with safe names under the cap; archives inside are not unpacked. A notebook
+    in the archive folder is copied under the same rules. Whatever is refused is logged, one JSON
+    line each, for :func:`collect` to report; the rest of the download is still extracted."""
+
+    def extract(self, archive_path: str, extracted_path: str) -> None:
+        max_bytes = intake.max_notebook_bytes(self.config)
+        budget = intake.Budget()
+        for root, dirs, files in os.walk(archive_path):
+            rel_root = os.path.relpath(root, archive_path)
+            extract_to = os.path.normpath(os.path.join(extracted_path, rel_root))
+            os.makedirs(extract_to, exist_ok=True)
+            for name in sorted(dirs):
+                if os.path.islink(os.path.join(root, name)):  # os.walk lists them, never enters them
+                    _log_refusal(self.log, os.path.normpath(os.path.join(rel_root, name)), "a symlink")
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                rel = os.path.normpath(os.path.join(rel_root, name))
+                st = os.stat(path, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    _log_refusal(self.log, rel, f"{intake.describe(st.st_mode)}")
+                elif name.endswith(".zip"):
+                    dest = os.path.join(extract_to, name[:-len(".zip")] or "_")
+                    os.makedirs(dest, exist_ok=True)
+                    self.log.info("Extracting from: %s", path)
+                    written, refused = intake.extract_zip(path, dest, max_bytes=max_bytes, budget=budget, label=rel)
+                    for entry in written:
+                        self.log.info("  Extracted: %s", os.path.join(dest, entry))
+                    for entry, why in refused:
+                        _log_refusal(self.log, entry, why)
+                elif name.endswith(".ipynb"):
+                    try:
+                        data = intake.read_file_at(None, path, max_bytes=max_bytes, label=rel)
+                        intake.write_files(extract_to, {name: data})
+                    except intake.Refused as why:
+                        _log_refusal(self.log, rel, str(why))
+                else:
+                    _log_refusal(self.log, rel, "not a notebook (only .ipynb files and zips are read)")
 
 
 def named_regexp(pattern: str) -> str:
@@ -109,8 +189,12 @@ def collect(course: Path | str, lab: str, download: Path | str, *, pattern: str 
     work = course / scratch_rel / lab
     shutil.rmtree(work, ignore_errors=True)
     archive = work / "archive"
+    problems = []
     if download.is_dir():
-        shutil.copytree(download, archive)
+        # regular .ipynb and .zip files only, never through a link (zips are read by SafeExtractor)
+        _, skipped = intake.copy_regular_files(download, archive, keep=lambda n: n.endswith((".ipynb", ".zip")),
+                                               max_bytes=intake.MAX_TOTAL_BYTES)
+        problems += [f"{name}: refused: {why}" for name, why in skipped]
     else:
         archive.mkdir(parents=True)
         shutil.copy2(download, archive / (download.name if download.suffix == ".zip" else download.name + ".zip"))
@@ -119,6 +203,7 @@ def collect(course: Path | str, lab: str, download: Path | str, *, pattern: str 
     args = ["zip_collect", lab, "--log-level=INFO", "--strict",
             f"--ZipCollectApp.downloaded_directory={scratch_rel}",
             "--ZipCollectApp.collector_plugin=coursetools.lms.LabFileCollector",
+            "--ZipCollectApp.extractor_plugin=coursetools.lms.SafeExtractor",
             f"--FileNameCollectorPlugin.named_regexp={regexp}"]
     if force:
         args.append("--force")
@@ -129,11 +214,14 @@ def collect(course: Path | str, lab: str, download: Path | str, *, pattern: str 
                                   timeout=600, check=False)
     (work / "zip_collect.log").write_text(proc.stdout or "")
     copied = set(re.findall(r"Copying from: (.+)", proc.stdout or ""))
+    refusals = _refusals(proc.stdout or "")
+    by_path = {r["path"]: r["reason"] for r in refusals if "path" in r}
+    problems += [f"{r['name']}: refused: {r['reason']}" for r in refusals if "path" not in r]
     extracted = work / "extracted"
-    problems = []
     for path in sorted(p for p in extracted.rglob("*") if p.is_file()):
         if str(path) not in copied:
-            problems.append(f"{path.relative_to(extracted)}: {_why(path, proc.stdout or '', regexp)}")
+            why = f"refused: {by_path[str(path)]}" if str(path) in by_path else _why(path, proc.stdout or "", regexp)
+            problems.append(f"{path.relative_to(extracted)}: {why}")
     written = []
     for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir()) if submitted.is_dir() else []:
         for path in sorted((student_dir / lab).glob("*")) if (student_dir / lab).is_dir() else []:
@@ -146,6 +234,20 @@ def collect(course: Path | str, lab: str, download: Path | str, *, pattern: str 
     if proc.returncode != 0:
         problems.append(f"nbgrader zip_collect exited with {proc.returncode}: {nbgrading.log_reason(proc.stdout or '')}")
     return written, problems
+
+
+def _refusals(log: str) -> list[dict]:
+    """The refusals SafeExtractor and LabFileCollector logged, in order."""
+    found = []
+    for line in log.splitlines():
+        if _REFUSED in line:
+            try:
+                entry = json.loads(line.split(_REFUSED, 1)[1])
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and {"name", "reason"} <= set(entry):
+                found.append(entry)
+    return found
 
 
 def _why(path: Path, log: str, regexp: str) -> str:
@@ -229,7 +331,8 @@ def main_collect(argv: list[str] | None = None) -> int:
         print(f"collected {path}")
     print(f"{len(written)} submission file(s) collected for {args.lab}")
     if problems:
-        print(f"{len(problems)} file(s) not mapped to a student:\n  " + "\n  ".join(problems), file=sys.stderr)
+        print(f"{len(problems)} file(s) not collected (refused, or not mapped to a student):\n  "
+              + "\n  ".join(problems), file=sys.stderr)
         return 1
     return 0
 

@@ -69,10 +69,10 @@ def test_collect_a_canvas_zip_and_report_what_it_cannot_map(tmp_path):
     assert files == ["1234/demo/demo.ipynb", "2345/demo/demo.ipynb"]
     assert (submitted / "1234" / LAB / "demo.ipynb").read_bytes() == NOTEBOOK  # copied byte for byte
     assert (submitted / "2345" / LAB / "demo.ipynb").read_bytes() == late
-    assert "3 file(s) not mapped to a student" in proc.stderr
+    assert "3 file(s) not collected" in proc.stderr
     for name in ("notes.txt", "my_homework.ipynb", "roefred_3456_7890_other.ipynb"):
         assert name in proc.stderr
-    assert "notes.txt: its name does not match the pattern" in proc.stderr
+    assert "notes.txt: refused: not a notebook" in proc.stderr
     assert "roefred_3456_7890_other.ipynb: 'other.ipynb' is not a notebook of the lab" in proc.stderr
     assert download.is_file()  # the download itself is left as it was
 
