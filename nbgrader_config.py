@@ -23,7 +23,9 @@ os.makedirs(os.path.join(HERE, "grading"), exist_ok=True)
 # postgresql://user@127.0.0.1:5432/gradebook. `make grade` and formgrader read it alike.
 c.CourseDirectory.db_url = (os.environ.get("MLSEC_GRADEBOOK_URL", "").strip()
                             or "sqlite:///" + os.path.join(HERE, "grading", "gradebook.db"))
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
+# hidden_checks.py (a lab's hidden checks, coursetools/checks.py) stays in solutions/<lab>/: nbgrader
+# copies it into no release and no autograded folder, so no student process ever holds its text.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*", "hidden_checks.py"]
 
 # The exchange: where `nbgrader release_assignment` puts a lab for students to fetch, and where
 # their `submit` lands for `collect` (formgrader's Release and Collect buttons). nbgrader requires

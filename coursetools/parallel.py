@@ -79,14 +79,11 @@ def _digest(files: dict[str, bytes], *extra: str) -> str:
     return h.hexdigest()
 
 
-# The modules of coursetools that take part in grading (the rest build the book and the student edition).
-GRADING_MODULES = ("__init__.py", "grade.py", "nbgrading.py", "parallel.py", "sandbox.py", "seccomp.py",
-                   "nbgrader_feedback.py", "integrity.py")
 
 
 def code_version() -> str:
     """Content hash of the grading code this process runs: the Python sources of labkit and of
-    coursetools' grading modules (as imported here, read from disk now), nbgrader's version and
+    every coursetools module (as imported here, read from disk now), nbgrader's version and
     Python's."""
     import importlib.util
 
@@ -99,7 +96,9 @@ def code_version() -> str:
     lab_root = Path(spec.origin).resolve().parent
     files.update({f"labkit/{k}": v for k, v in read_tree(lab_root).items() if k.endswith(".py")})
     tools = Path(__file__).resolve().parent
-    files.update({f"coursetools/{name}": (tools / name).read_bytes() for name in GRADING_MODULES})
+    # every module of coursetools: grading loads most of them (the sandbox, the checks, the edition's
+    # labkit for the kernel, the feedback and integrity preprocessors), and a hand-kept list drifts
+    files.update({f"coursetools/{p.name}": p.read_bytes() for p in sorted(tools.glob("*.py"))})
     return _digest(files, f"nbgrader {nbgrader.__version__}", f"python {sys.version_info[0]}.{sys.version_info[1]}")
 
 
@@ -187,7 +186,7 @@ class Result:
     lab: str
     digest: str
     version: str
-    status: str                      # ok | ok (feedback failed: ...) | failed: ... | timed out ...
+    status: str                      # ok | ok (feedback failed: ...) | limit: ... | stopped: ... | failed: ... | timed out ...
     seconds: float
     log: str
     entry: GradebookEntry | None     # None: nbgrader stored no submission (e.g. not a notebook)
@@ -305,8 +304,9 @@ def grade_submission(task: Task, bundle: LabBundle) -> Result:
                                        timeout=task.submission_timeout, **run)
             log = proc.stdout or ""
             status = "ok" if proc.returncode == 0 else f"failed: {nbgrading.log_reason(log)}"
-            if status == "ok" and (limit := _limit_reason(log)):
-                status = f"limit: {limit}"
+            if status == "ok" and (reason := _limit_reason(log)):
+                # a limit of the sandbox, or a kernel that died: the cells before it kept their points
+                status = f"{'limit' if 'limit' in reason or 'cut' in reason else 'stopped'}: {reason}"
         except subprocess.TimeoutExpired as err:
             log = err.output or ""
             log = log.decode(errors="replace") if isinstance(log, bytes) else log
@@ -315,7 +315,7 @@ def grade_submission(task: Task, bundle: LabBundle) -> Result:
         if status == "ok" and entry is not None and any(
                 score is None for _, _, kind, score in entry.grades if kind == "code"):
             status = "failed: some tests were not run"
-        if (status == "ok" or status.startswith("limit: ")) and task.feedback:
+        if (status == "ok" or status.startswith(("limit: ", "stopped: "))) and task.feedback:
             if task.manual_grades or task.manual_comments:
                 _set_manual(db_url, bundle.course_id, task)
             fb = nbgrading.generate_feedback(root, task.lab, student=task.student, check=False, **run)

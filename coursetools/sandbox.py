@@ -60,9 +60,9 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from nbgrader.preprocessors import Execute
 from nbformat import NotebookNode
-from traitlets import Bool, Integer
+from traitlets import Bool, Float, Integer, Unicode
 
-from . import seccomp
+from . import checks, seccomp
 
 __all__ = ["SandboxKernelManager", "SandboxExecute", "SandboxUnavailable", "SandboxLimitError", "bwrap_path",
            "check_available", "sandbox_enabled", "bwrap_args", "rlimit_args", "INSIDE_RUN"]
@@ -148,7 +148,7 @@ def rlimit_args(*, memory: int, processes: int, cpu_seconds: int, file_size: int
 
 def bwrap_args(*, connection_file: Path | None, seccomp_fd: int, info_fd: int | None = None, uid: int | None = None,
                tmp_bytes: int = 1 * GiB, shm_bytes: int = 256 * MiB, run_bytes: int = 1 * MiB,
-               software: list[Path] | None = None) -> list[str]:
+               software: list[Path] | None = None, labkit_source: Path | None = None) -> list[str]:
     """The ``bwrap`` command line (without the command to run) for a grading kernel.
 
     An allowlist: the new root holds only the system folders, the interpreter, the installed
@@ -164,6 +164,8 @@ def bwrap_args(*, connection_file: Path | None, seccomp_fd: int, info_fd: int | 
             command); None for a user, whom bwrap maps to ``nobody`` in a user namespace.
         software: the folders to bind besides the system's; default: the interpreter's prefixes
             and labkit (tests pass others to probe the sandbox with system tools alone).
+        labkit_source: a folder to show at labkit's place instead of labkit (the student
+            edition's labkit, graded regions stubbed, for a lab whose hidden checks run outside).
     """
     args = [bwrap_path() or "bwrap"]
     for path in SYSTEM:
@@ -181,10 +183,12 @@ def bwrap_args(*, connection_file: Path | None, seccomp_fd: int, info_fd: int | 
              "--perms", "1777", "--size", str(int(run_bytes)), "--tmpfs", INSIDE_RUN]
     if connection_file is not None:
         args += ["--ro-bind", str(connection_file), INSIDE_CONNECTION]
+    labkit_dir = None
     if software is None:
         import labkit  # the one package a submission must import; its source comes back read-only
 
-        software = [Path(sys.base_prefix), Path(sys.prefix), Path(labkit.__file__).parent]
+        labkit_dir = Path(labkit.__file__).resolve().parent
+        software = [Path(sys.base_prefix), Path(sys.prefix), labkit_dir]
     software = {Path(p).resolve() for p in software}
     software = sorted((p for p in software if not any(str(p).startswith(system + "/") for system in SYSTEM)),
                       key=lambda q: len(q.parts))
@@ -193,7 +197,8 @@ def bwrap_args(*, connection_file: Path | None, seccomp_fd: int, info_fd: int | 
     for parent in parents:
         args += ["--perms", "0755", "--dir", parent]
     for path in software:
-        args += ["--ro-bind", str(path), str(path)]
+        source = labkit_source if labkit_source is not None and path == labkit_dir else path
+        args += ["--ro-bind", str(source), str(path)]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # a GPU, where the grading machine has one
         args += ["--dev-bind", str(dev), str(dev)]
     args.append("--clearenv")
@@ -268,6 +273,8 @@ class SandboxKernelManager(AsyncKernelManager):
     uid_base = Integer(2_000_000_000, help="as root, each kernel runs as uid_base + a random offset "
                        "below uid_span, a uid that owns no file (set it clear of /etc/subuid ranges)").tag(config=True)
     uid_span = Integer(1_000_000).tag(config=True)
+    labkit_source = Unicode("", help="a folder shown at labkit's place inside (SandboxExecute sets the "
+                            "student edition's labkit for a lab with hidden checks)").tag(config=False)
 
     async def _async_pre_start_kernel(self, **kw):
         self._sandboxed = sandbox_enabled()
@@ -334,7 +341,8 @@ class SandboxKernelManager(AsyncKernelManager):
         limits = dict(tmp_bytes=self.tmp_size, shm_bytes=self.shm_size) if self.enforce_limits else \
             dict(tmp_bytes=16 * GiB, shm_bytes=16 * GiB)
         return bwrap_args(connection_file=inside, seccomp_fd=self._seccomp_r, info_fd=self._info_w,
-                          uid=self._uid, **limits) + prefix + cmd
+                          uid=self._uid, labkit_source=Path(self.labkit_source) if self.labkit_source else None,
+                          **limits) + prefix + cmd
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         try:
@@ -385,6 +393,24 @@ class SandboxKernelManager(AsyncKernelManager):
     cleanup_resources = _async_cleanup_resources
 
 
+@functools.lru_cache(maxsize=None)
+def edition_labkit() -> Path:
+    """The student edition's labkit (graded regions stubbed), built once per process in a temporary
+    folder that the kernel's uid can read; removed when the process ends."""
+    import atexit
+
+    from . import student
+    from .nbgrading import ROOT
+
+    folder = Path(tempfile.mkdtemp(prefix="mlsec-edition-labkit-"))
+    atexit.register(shutil.rmtree, folder, True)
+    dest = folder / "labkit"
+    student.write_stubbed_labkit(ROOT, folder)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return dest
+
+
 class SandboxExecute(Execute):
     """nbgrader's ``Execute``, with the output of a hand-in capped and a dead kernel scored cell by cell.
 
@@ -398,12 +424,88 @@ class SandboxExecute(Execute):
 
     max_cell_output_bytes = Integer(16 * MiB, help="bytes of output kept per cell").tag(config=True)
     max_notebook_output_bytes = Integer(64 * MiB, help="bytes of output kept per notebook").tag(config=True)
+    check_call_timeout = Float(120.0, help="seconds one call of a hidden check into the kernel may take").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
+        from nbclient import NotebookClient
+
         self._out_bytes: dict[int, int] = {}
         self._cut: set[int] = set()
         self._dead: str | None = None
-        return super().preprocess(nb, resources, km=km)
+        self._checks = self._load_checks(resources or {}, nb)
+        # nbconvert's ExecutePreprocessor.preprocess, with the hidden checks run before the kernel stops
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        with self.setup_kernel():
+            assert self.kc
+            info_msg = self.wait_for_reply(self.kc.kernel_info())
+            assert info_msg
+            self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
+            for index, cell in enumerate(self.nb.cells):
+                self.preprocess_cell(cell, resources, index)
+            if self._checks:
+                self._run_checks()
+        self.set_widgets_metadata()
+        return self.nb, self.resources
+
+    def _load_checks(self, resources: dict, nb) -> list:
+        """The lab's hidden checks (``solutions/<lab>/hidden_checks.py``), or [] when it has none."""
+        lab = resources.get("nbgrader", {}).get("assignment")
+        if not lab:
+            return []
+        cfg = self.config.get("CourseDirectory", {})
+        root = Path(cfg.get("root") or os.getcwd())
+        path = root / cfg.get("source_directory", "source") / lab / checks.CHECKS_FILE
+        if not path.is_file():
+            return []
+        found = checks.load_checks(path)
+        ids = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells}
+        unknown = sorted({c.cell for c in found} - ids)
+        if unknown:
+            raise ValueError(f"{path}: hidden checks for grade cells the notebook does not have: {unknown}")
+        return found
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._checks and isinstance(km, SandboxKernelManager):
+            km.labkit_source = str(edition_labkit())  # no reference, no hidden check, in the student's kernel
+        return km
+
+    def _run_checks(self) -> None:
+        """Run every hidden check against the kernel; a failure is an error in its grade cell."""
+        from jupyter_core.utils import run_sync
+
+        cells = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c for c in self.nb.cells}
+        async def wait(coro):
+            return await coro
+
+        kernel = checks.Kernel(self.kc, run_sync(wait), timeout=self.check_call_timeout)
+        by_cell: dict[str, list] = {}
+        for chk in self._checks:
+            by_cell.setdefault(chk.cell, []).append(chk)
+        for grade_id, group in by_cell.items():
+            cell = cells[grade_id]
+            failed_before = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            lines, errors = [], []
+            for chk in group:
+                if failed_before:
+                    lines.append(f"[not run] {chk.doc} (a visible test of this cell failed)")
+                    continue
+                if self._dead is not None:
+                    message = f"{chk.doc}: not run: {self._dead}"
+                else:
+                    message = checks.run_check(chk, kernel)
+                self.log.info("hidden check %s/%s: %s", grade_id, chk.name, "passed" if message is None else "failed")
+                lines.append(f"[passed] {chk.doc}" if message is None else f"[failed] {chk.doc}")
+                if message is not None:
+                    errors.append(message)
+            cell.outputs = list(cell.get("outputs", [])) + [NotebookNode(
+                output_type="stream", name="stdout", text="Hidden checks, run by the grader:\n" + "\n".join(lines) + "\n")]
+            if errors:
+                text = "; ".join(errors)[:4000]
+                cell.outputs.append(NotebookNode(output_type="error", ename="HiddenCheckFailed", evalue=text,
+                                                 traceback=[f"HiddenCheckFailed: {text}"]))
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {}), default=str))

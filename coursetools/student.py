@@ -238,6 +238,11 @@ def secret_lines(root: Path) -> dict[str, str]:
                 add(block, f"solutions/{lab} ({gid}, hidden test)")
             if cell["cell_type"] == "markdown" and meta.get("solution"):
                 add(src, f"solutions/{lab} ({gid}, model answer)")
+        hidden = root / "solutions" / lab / "hidden_checks.py"
+        if hidden.is_file():
+            from .checks import secret_lines as check_lines
+
+            add("\n".join(sorted(check_lines(hidden))), f"solutions/{lab}/hidden_checks.py")
     return found
 
 
@@ -454,6 +459,34 @@ No lab needs a function that another lab asks you to write.
 """
 
 
+def _write_labkit(root: Path, dest: Path, stub_regs: list[Region], tasks: dict[str, Task]) -> None:
+    """labkit's sources under ``dest/labkit``, each region of ``stub_regs`` stubbed, EDITION "student"."""
+    for path in sorted((root / "labkit").rglob("*.py")):
+        rel = path.relative_to(root)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        mine = [r for r in stub_regs if r.path == str(rel)]
+        text = path.read_text()
+        if mine:
+            text = stubbed(text, mine, tasks)
+        for marker in re.findall(r"^[ \t]*### (?:BEGIN|END) SOLUTION.*$", text, flags=re.M):
+            text = text.replace(marker + "\n", "")  # unlocked labs: drop the marks, keep the code
+        if str(rel) == "labkit/__init__.py":
+            text, n = re.subn(r'^EDITION = "full"$', 'EDITION = "student"', text, flags=re.M)
+            if n != 1:
+                raise EditionError('labkit/__init__.py must set EDITION = "full" (the edition sets "student")')
+        (dest / rel).write_text(text)
+
+
+def write_stubbed_labkit(root: Path, dest: Path) -> Path:
+    """The student edition's labkit (every graded region stubbed) under ``dest/labkit``; returns that
+    folder. The grader shows it to the kernel of a lab whose hidden checks run outside the kernel."""
+    root, dest = Path(root), Path(dest)
+    regs = regions(root)
+    tasks = {r.function: task_of(root, r.lab, r.task_function) for r in regs}
+    _write_labkit(root, dest, regs, tasks)
+    return dest / "labkit"
+
+
 def build(root: Path, out: Path, *, make_zip: bool = True, book: bool = True,
           unlock: tuple[str, ...] = ()) -> Path:
     """Assemble the student edition of the course at ``root`` into ``out`` (replaced); return it."""
@@ -472,21 +505,7 @@ def build(root: Path, out: Path, *, make_zip: bool = True, book: bool = True,
     with tempfile.TemporaryDirectory(prefix="mlsec-student-") as tmp:
         ed = Path(tmp) / "student"
         ed.mkdir()
-        # labkit, stubbed
-        for path in sorted((root / "labkit").rglob("*.py")):
-            rel = path.relative_to(root)
-            (ed / rel).parent.mkdir(parents=True, exist_ok=True)
-            mine = [r for r in stub_regs if r.path == str(rel)]
-            text = path.read_text()
-            if mine:
-                text = stubbed(text, mine, tasks)
-            for marker in re.findall(r"^[ \t]*### (?:BEGIN|END) SOLUTION.*$", text, flags=re.M):
-                text = text.replace(marker + "\n", "")  # unlocked labs: drop the marks, keep the code
-            if str(rel) == "labkit/__init__.py":
-                text, n = re.subn(r'^EDITION = "full"$', 'EDITION = "student"', text, flags=re.M)
-                if n != 1:
-                    raise EditionError('labkit/__init__.py must set EDITION = "full" (the edition sets "student")')
-            (ed / rel).write_text(text)
+        _write_labkit(root, ed, stub_regs, tasks)
         # the released notebooks (and any data file beside them)
         shutil.copytree(root / "labs", ed / "labs",
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", ".*"))

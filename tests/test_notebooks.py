@@ -101,13 +101,21 @@ def _hidden_lines(nb):
     return {h for h in hidden if not any(h in e for e in elsewhere)}
 
 
+def _check_lines(lab_dir):
+    """The distinctive lines of the lab's hidden_checks.py (coursetools/checks.py), when it has one."""
+    from coursetools import checks
+
+    path = lab_dir / checks.CHECKS_FILE
+    return checks.secret_lines(path) if path.is_file() else set()
+
+
 @pytest.mark.slow
 def test_feedback_html_shows_no_hidden_test(checked):
     import html
     import re
 
     solution = nbgrading.read_notebook(checked.course / "solutions" / checked.lab / f"{checked.lab}.ipynb")
-    hidden = _hidden_lines(solution)
+    hidden = _hidden_lines(solution) | _check_lines(checked.course / "solutions" / checked.lab)
     assert hidden, "the lab has no hidden tests"
     for student in ("solution", "partial"):   # all tests passing; most failing (tracebacks)
         nbgrading.generate_feedback(checked.course, checked.lab, student=student)
