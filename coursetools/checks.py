@@ -226,8 +226,11 @@ _KERNEL_ROUTINE = textwrap.dedent('''
         req = json.loads(request)
         try:
             fn = get_ipython().user_ns[req["name"]]
-            args, kwargs = dec(req["args"]), dec(req["kwargs"])
-            answer = {"value": enc(fn(*args, **kwargs))}
+            if req.get("get"):
+                answer = {"value": enc(fn)}
+            else:
+                args, kwargs = dec(req["args"]), dec(req["kwargs"])
+                answer = {"value": enc(fn(*args, **kwargs))}
         except BaseException as err:
             answer = {"error": [type(err).__name__, str(err)[:2000]]}
         display({"%s": answer}, raw=True)
@@ -254,9 +257,21 @@ class Kernel:
             CallFailed: no answer within ``timeout`` seconds (the kernel is interrupted), the
                 kernel died, or the answer is not data of the check format or is too large.
         """
+        return self._request(name, {"name": name, "args": encode(list(args)), "kwargs": encode(dict(kwargs))}, timeout)
+
+    def value(self, name: str, *, timeout: float | None = None):
+        """The student's global ``name`` (a value their notebook computed), as plain data.
+
+        The student controls it: use it for inputs that are costly to build here (the notebook's
+        trained target's outputs, say), never as the only evidence of a check, and compare with a
+        reference computed here on the same data.
+        """
+        return self._request(name, {"name": name, "get": True}, timeout)
+
+    def _request(self, name: str, req: dict, timeout: float | None):
         if not name.isidentifier():
-            raise ValueError(f"expected the name of a function, got {name!r}")
-        request = json.dumps({"name": name, "args": encode(list(args)), "kwargs": encode(dict(kwargs))})
+            raise ValueError(f"expected the name of a function or a global, got {name!r}")
+        request = json.dumps(req)
         code = _KERNEL_ROUTINE + f"\n__mlsec_call({request!r})\ndel __mlsec_call\n"
         self.calls += 1
         try:
