@@ -401,7 +401,9 @@ def _readme(root: Path, lab_names: list[str], tasks: dict[str, Task], unlocked: 
     rows = []
     for lab in lab_names:
         title = re.match(r"#\s*(.+)", _cells(root / "labs" / lab / f"{lab}.ipynb")[0].source)
-        funcs = sorted(f for f, t in tasks.items() if t.lab == lab)
+        # the functions a task asks for; a private helper that serves one of them (marked with that
+        # function's name) is stubbed too, but no task names it
+        funcs = sorted(f for f, t in tasks.items() if t.lab == lab and not f.rsplit(".", 1)[-1].startswith("_"))
         stubbed = "shipped whole (unlocked by your instructor)" if lab in unlocked else ", ".join(f"`{f}`" for f in funcs) or "none"
         rows.append(f"| `labs/{lab}/{lab}.ipynb` | {title.group(1) if title else lab} | {stubbed} |")
     book_line = ("The rendered book is in `book/`: open `book/index.html` in a browser (it works offline).\n"

@@ -125,6 +125,14 @@ def test_edition_holds_what_a_student_needs_and_nothing_of_the_instructor(editio
     assert 'EDITION = "student"' in (edition / "labkit" / "__init__.py").read_text()
     readme = (edition / "README.md").read_text()
     assert "make setup" in readme and "Validate" in readme and "Submit" in readme and "upload" in readme
+    # each function the README says a student writes is one a task of that lab's notebook names
+    for lab, listed in re.findall(r"^\| `labs/(\w+)/\w+\.ipynb` \| [^|]* \| ([^|]*) \|$", readme, flags=re.M):
+        names = re.findall(r"`([\w.]+)`", listed)
+        assert names, lab
+        text = (edition / "labs" / lab / f"{lab}.ipynb").read_text()
+        for name in names:
+            short = name.rsplit(".", 1)[-1]
+            assert not short.startswith("_") and f"def {short}(" in text, (lab, name)
     assert "@jupyter/nbgrader:formgrader" in (edition / "Makefile").read_text()
     with zipfile.ZipFile(edition.parent / "mlsec-student.zip") as z:
         members = z.namelist()
