@@ -397,13 +397,14 @@ def _makefile() -> str:
     return MAKEFILE.format(disable="\n".join(cmds))
 
 
-def _readme(root: Path, lab_names: list[str], tasks: dict[str, Task], unlocked: set[str], book: bool) -> str:
+def _readme(root: Path, lab_names: list[str], tasks: dict[str, Task], unlocked: set[str], book: bool,
+            written: set[str]) -> str:
     rows = []
     for lab in lab_names:
         title = re.match(r"#\s*(.+)", _cells(root / "labs" / lab / f"{lab}.ipynb")[0].source)
-        # the functions a task asks for; a private helper that serves one of them (marked with that
-        # function's name) is stubbed too, but no task names it
-        funcs = sorted(f for f, t in tasks.items() if t.lab == lab and not f.rsplit(".", 1)[-1].startswith("_"))
+        # the functions a task asks for (``written``); a helper that serves one of them (marked with
+        # that function's name, as lira._masked_mean_std) is stubbed too, but no task names it
+        funcs = sorted(f for f, t in tasks.items() if t.lab == lab and f in written)
         stubbed = "shipped whole (unlocked by your instructor)" if lab in unlocked else ", ".join(f"`{f}`" for f in funcs) or "none"
         rows.append(f"| `labs/{lab}/{lab}.ipynb` | {title.group(1) if title else lab} | {stubbed} |")
     book_line = ("The rendered book is in `book/`: open `book/index.html` in a browser (it works offline).\n"
@@ -522,7 +523,8 @@ def build(root: Path, out: Path, *, make_zip: bool = True, book: bool = True,
         with_book = book and (html_book / "index.html").is_file()
         if with_book:
             shutil.copytree(html_book, ed / "book", ignore=shutil.ignore_patterns(".buildinfo", "_sources"))
-        (ed / "README.md").write_text(_readme(root, lab_names, tasks, set(unlock), with_book))
+        written = {r.function for r in regs if r.function.rsplit(".", 1)[1] == r.task_function}
+        (ed / "README.md").write_text(_readme(root, lab_names, tasks, set(unlock), with_book, written))
 
         # refuse to publish a leak
         leaks = check_edition(ed, root, unlock=unlock)
