@@ -84,11 +84,30 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 
+# No script from a hand-in runs for the instructor (coursetools/sanitize.py). Formgrader's
+# manual-grading view and the feedback are nbconvert HTMLExporter renderings of the autograded
+# notebook, in the instructor's Jupyter origin; nbconvert does not sanitize by default, and its own
+# `sanitize_html` leaves the markdown of nbgrader's formgrade and feedback templates raw (and shows
+# the tags of honest HTML, such as pandas' tables, as text). SanitizeForHTML runs at every such
+# rendering, feedback included (GenerateFeedback's exporter is an HTMLExporter): outputs reduced to
+# safe mimetypes, HTML and SVG rebuilt from an allowlist, the student's markdown shown as its
+# sanitized rendering. SanitizeHandIn (below, in autograde) cleans the stored notebook the same way.
+c.HTMLExporter.preprocessors = ["coursetools.sanitize.SanitizeForHTML"]
+# Formgrader's pages: a strict Content-Security-Policy on the manual-grading page, a sandbox for a
+# submission's files, and no HTML or quote in formgrader's path parameters
+# (coursetools/formgrader_guard.py). This patches formgrader's handlers where they are loaded (the
+# Jupyter server reads this file when it loads formgrader); elsewhere it does nothing.
+import coursetools.formgrader_guard  # noqa: E402
+
+coursetools.formgrader_guard.install()
+
 # A submission can change how its own kernel runs the cells that follow it (one IPython input
 # transformer turns every hidden test into `pass`, which nbgrader would count as passed). Every
 # autograded cell therefore carries a token for this run that it must display at its end
 # (coursetools/integrity.py: ArmTestCells before Execute, CheckTestCells right after it); a cell
-# that ends without an error and without its token scores 0. The rest is nbgrader's default list.
+# that ends without an error and without its token scores 0. SanitizeHandIn (coursetools/sanitize.py)
+# then takes what could run script in a browser out of the outputs and of the student's markdown.
+# The rest is nbgrader's default list.
 c.Autograde.autograde_preprocessors = [
     "coursetools.integrity.ArmTestCells",
     "coursetools.sandbox.SandboxExecute",  # nbgrader's Execute, with output caps and dead kernels scored
@@ -98,5 +117,6 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
+    "coursetools.sanitize.SanitizeHandIn",  # after the scores: scripts, unsafe HTML and SVG out of what is stored
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
